@@ -1,0 +1,121 @@
+"""Decoding raw image samples and the image transforms the backbones share.
+
+A raw image sample is a file path (``str`` / ``os.PathLike``), a ``uint8`` numpy array of shape (H, W),
+(H, W, 3) or (H, W, 4), or a ``PIL.Image``. :func:`load_image` turns any of them into an RGB ``PIL.Image``:
+transparency (RGBA, LA, palette or grey images with a transparent colour) is composited on a **white**
+background, because clip-art PNGs (OpenClipart) are drawn on a transparent canvas and would otherwise turn
+into black silhouettes on black; grey images are replicated to three channels.
+
+:class:`ImageTransform` is the plain ImageNet-style pipeline (test: resize the short side to
+``size / crop_pct`` and centre-crop ``size``; train: ``RandomResizedCrop(size)`` and a horizontal flip), and
+:class:`ImagePreprocess` is the picklable batch function (list of raw samples -> ``(B, 3, H, W)`` float tensor)
+that DataLoader workers call; it holds transforms only, never model parameters.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence, Tuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+WHITE = (255, 255, 255)
+
+
+def _has_alpha(img: Image.Image) -> bool:
+    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """An RGB copy of ``img``; transparent pixels are composited on white, grey becomes 3-channel."""
+    if img.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grey (PNG): scale to 8 bits
+        arr = np.asarray(img, dtype=np.float64) / 257.0
+        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))  # mode L
+    if _has_alpha(img):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, WHITE + (255,))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def _array_to_image(x: np.ndarray) -> Image.Image:
+    if x.dtype != np.uint8:
+        raise TypeError(f"image arrays must be uint8, got {x.dtype} with shape {x.shape}")
+    if x.ndim == 3 and x.shape[2] == 1:
+        x = x[:, :, 0]
+    if x.ndim == 2 or (x.ndim == 3 and x.shape[2] in (3, 4)):
+        return Image.fromarray(np.ascontiguousarray(x))  # uint8 (H, W) -> L, (H, W, 3) -> RGB, (H, W, 4) -> RGBA
+    raise ValueError(f"image arrays must have shape (H, W), (H, W, 3) or (H, W, 4); got {x.shape}")
+
+
+def load_image(x: Any) -> Image.Image:
+    """Decode one raw image sample (path, uint8 array or PIL image) into an RGB ``PIL.Image``."""
+    if isinstance(x, (str, os.PathLike)):
+        path = os.fspath(x)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"image file not found: {path}")
+        with Image.open(path) as im:
+            im.load()
+            rgb = to_rgb(im)
+            return im.copy() if rgb is im else rgb  # closing ``im`` frees its pixels
+    if isinstance(x, np.ndarray):
+        return to_rgb(_array_to_image(x))
+    if isinstance(x, Image.Image):
+        return to_rgb(x)
+    raise TypeError(f"cannot decode an image from {type(x).__name__}; expected a path, a uint8 array or a PIL image")
+
+
+_INTERPOLATION = {
+    "bilinear": T.InterpolationMode.BILINEAR,
+    "bicubic": T.InterpolationMode.BICUBIC,
+    "nearest": T.InterpolationMode.NEAREST,
+}
+
+
+class ImageTransform:
+    """ImageNet-style transform of one RGB image to a normalised (3, size, size) tensor.
+
+    Test: ``Resize(round(size / crop_pct))`` (short side) + ``CenterCrop(size)``; ``crop_pct=0.875`` gives the
+    usual Resize(256) + CenterCrop(224). Train: ``RandomResizedCrop(size, scale)`` + ``RandomHorizontalFlip``.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        train: bool,
+        mean: Tuple[float, float, float],
+        std: Tuple[float, float, float],
+        crop_pct: float = 0.875,
+        interpolation: str = "bicubic",
+        scale: Tuple[float, float] = (0.08, 1.0),
+    ) -> None:
+        self.size, self.train, self.mean, self.std = int(size), bool(train), tuple(mean), tuple(std)
+        self.crop_pct, self.interpolation, self.scale = float(crop_pct), interpolation, tuple(scale)
+        mode = _INTERPOLATION[interpolation]
+        if train:
+            head = [T.RandomResizedCrop(self.size, scale=self.scale, interpolation=mode), T.RandomHorizontalFlip()]
+        else:
+            head = [T.Resize(int(round(self.size / self.crop_pct)), interpolation=mode), T.CenterCrop(self.size)]
+        self.transform = T.Compose(head + [T.ToTensor(), T.Normalize(self.mean, self.std)])
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        return self.transform(img)
+
+    def __repr__(self) -> str:
+        kind = f"train, scale={self.scale}" if self.train else f"test, crop_pct={self.crop_pct}"
+        return (f"ImageTransform({kind}, size={self.size}, "
+                f"interpolation={self.interpolation}, mean={self.mean}, std={self.std})")
+
+
+class ImagePreprocess:
+    """Picklable batch function: raw image samples -> ``(B, 3, H, W)`` float32 tensor."""
+
+    def __init__(self, transform: Callable[[Image.Image], torch.Tensor]) -> None:
+        self.transform = transform
+
+    def __call__(self, inputs: Sequence[Any]) -> torch.Tensor:
+        if len(inputs) == 0:
+            raise ValueError("cannot preprocess an empty batch of images")
+        return torch.stack([self.transform(load_image(x)) for x in inputs])  # (B, 3, H, W)

@@ -1,0 +1,170 @@
+"""``clpet run | list | compare | plot``.
+
+``clpet run`` takes Hydra override syntax (``scenario=wordnet method=simplecil seed=1 method.optim.lr=0.01``)
+and ``-m`` for multirun sweeps through Hydra's launchers. Every name and key is checked before any work starts;
+a bad one ends the command with one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+USAGE = """usage: clpet run [-m] [key=value ...]     run a continual-learning experiment (Hydra overrides)
+       clpet list                         scenarios, methods and backbones with one line each
+       clpet compare RUN_DIR... [--csv F] [--plot DIR]   one table across runs (mean ± std over seeds)
+       clpet plot RUN_DIR                 (re)draw a run's figures"""
+
+
+def _fail(message: str) -> int:
+    print(f"clpet: error: {message}", file=sys.stderr)
+    return 2
+
+
+def cmd_run(args: List[str]) -> int:
+    from omegaconf import OmegaConf
+
+    from clpet.config import ConfigError, compose, rewrite_overrides, validate
+
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    overrides = [a for a in args if a not in ("-m", "--multirun")]
+    bad = [a for a in overrides if a.startswith("-")]
+    if bad:
+        return _fail(f"unknown option {bad[0]}; clpet run takes key=value overrides and -m")
+    try:
+        rewritten = rewrite_overrides(overrides)
+        if multirun:
+            jobs = expand_sweep(rewritten)
+            for job in jobs:  # check every combination before the first job starts
+                validate(compose(job))
+            return launch_multirun(rewritten)
+        cfg = validate(compose(rewritten))
+    except ConfigError as exc:
+        return _fail(str(exc))
+    print(OmegaConf.to_yaml(OmegaConf.create(cfg.raw)), flush=True)
+    return _execute(cfg)
+
+
+def _execute(cfg) -> int:
+    from clpet.config import ConfigError
+    from clpet.runner import run, summary_table
+
+    try:
+        metrics = run(cfg)
+    except (ConfigError, FileNotFoundError) as exc:
+        return _fail(str(exc).strip().splitlines()[0])
+    print()
+    print(summary_table(metrics))
+    print(f"\nrun folder: {metrics['run_dir']}")
+    return 0
+
+
+def expand_sweep(overrides: List[str]) -> List[List[str]]:
+    """All override combinations of a Hydra sweep (``a=1,2 b=x,y`` -> four lists)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+    return [list(job) for batch in batches for job in batch]
+
+
+def launch_multirun(overrides: List[str]) -> int:
+    """Hand the sweep to Hydra's own multirun machinery (basic launcher, or submitit/Ray launchers when the
+    user selects them with ``hydra/launcher=...``); each job runs the same ``run``."""
+    import hydra
+
+    from clpet.config import config_dir, register_schema, validate
+
+    register_schema()
+
+    @hydra.main(version_base=None, config_path=str(config_dir()), config_name="clpet")
+    def _job(cfg) -> None:
+        from clpet.runner import run, summary_table
+
+        metrics = run(validate(cfg))
+        print(summary_table(metrics))
+        print(f"run folder: {metrics['run_dir']}")
+
+    sys.argv = [
+        "clpet", "--multirun", *overrides,
+        "hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled",
+        "hydra.sweep.dir=runs/multirun", "hydra.sweep.subdir=${hydra.job.num}",
+    ]
+    _job()
+    return 0
+
+
+def cmd_list(_: List[str]) -> int:
+    import clpet.backbones  # noqa: F401
+    import clpet.methods  # noqa: F401
+    import clpet.scenarios  # noqa: F401
+    from clpet.config import available
+    from clpet.registry import BACKBONES, METHODS, SCENARIOS
+
+    for title, registry, group in (("scenarios", SCENARIOS, "scenario"), ("methods", METHODS, "method"), ("backbones", BACKBONES, None)):
+        print(f"{title}:")
+        names = available(group) if group else registry.names()
+        described = registry.describe()
+        for name in names:
+            entry = name
+            if group:  # a YAML names its registry entry in `name:`
+                entry = _yaml_entry(group, name)
+            print(f"  {name:<22} {described.get(entry, '')}")
+    return 0
+
+
+def _yaml_entry(group: str, name: str) -> str:
+    import yaml
+
+    from clpet.config import GROUPS, config_dir
+
+    data = yaml.safe_load((config_dir() / GROUPS[group] / f"{name}.yaml").read_text()) or {}
+    return str(data.get("name", name))
+
+
+def cmd_compare(args: List[str]) -> int:
+    from clpet.compare import compare_runs
+
+    parser = argparse.ArgumentParser(prog="clpet compare")
+    parser.add_argument("run_dirs", nargs="+")
+    parser.add_argument("--csv", default="compare.csv", help="where to write the table as CSV (default compare.csv)")
+    parser.add_argument("--plot", default=None, metavar="DIR", help="also draw A_t curves and a stability-plasticity scatter")
+    ns = parser.parse_args(args)
+    try:
+        print(compare_runs(ns.run_dirs, out_csv=ns.csv, plot_dir=ns.plot))
+    except (FileNotFoundError, ValueError) as exc:
+        return _fail(str(exc).strip().splitlines()[0])
+    return 0
+
+
+def cmd_plot(args: List[str]) -> int:
+    from clpet.plots import plot_run
+
+    if len(args) != 1:
+        return _fail("usage: clpet plot RUN_DIR")
+    try:
+        plot_run(args[0])
+    except (FileNotFoundError, ValueError) as exc:
+        return _fail(str(exc).strip().splitlines()[0])
+    print(f"plots written to {os.path.join(args[0], 'plots')}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "compare": cmd_compare, "plot": cmd_plot}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        return _fail(f"unknown command '{command}'; valid: {', '.join(COMMANDS)}")
+    return COMMANDS[command](rest)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

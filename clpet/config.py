@@ -1,0 +1,196 @@
+"""Composing a run's config with Hydra, and validating it against the registries before any work starts.
+
+The Hydra trap (DESIGN.md): a group override picks a file only when the group's folder equals the key, so the
+defaults list uses ``scenarios@scenario`` / ``methods@method`` and the CLI rewrites ``scenario=X`` /
+``method=X`` into those before Hydra sees them. Every node is then checked against the dataclass ``Config`` of
+its registry entry, so a typo in any key fails with one line.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from clpet.registry import BACKBONES, METHODS, SCENARIOS
+
+DEFAULT_SCENARIO = "wordnet"
+DEFAULT_METHOD = "simplecil"
+GROUPS = {"scenario": "scenarios", "method": "methods"}  # run key -> config folder
+
+
+class ConfigError(ValueError):
+    """A bad config: ``str()`` is one line saying what and where."""
+
+
+@dataclass
+class RunConfig:
+    """Top-level keys of ``clpet run`` (the schema Hydra checks overrides against)."""
+
+    defaults: List[Any] = field(
+        default_factory=lambda: [
+            {"scenarios@scenario": DEFAULT_SCENARIO},
+            {"methods@method": DEFAULT_METHOD},
+            "_self_",
+        ]
+    )
+    scenario: Any = MISSING
+    method: Any = MISSING
+    backbone: Dict[str, Any] = field(default_factory=lambda: {"name": "auto"})
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    data_root: Optional[str] = None  # where datasets live (image-folder, text-csv, paper-scale scenarios)
+    out_dir: Optional[str] = None  # run folder; default runs/<scenario>_<method>_s<seed>_<time>
+    resume: bool = False  # continue the run in out_dir after its last finished experience
+    num_workers: int = 0  # DataLoader worker processes
+    eval_batch_size: int = 128
+    cache_dir: Optional[str] = None  # keep frozen-backbone features on disk across runs
+    eval_future: bool = False  # also evaluate on future experiences (fills the upper triangle, for FWT)
+    checkpoint: bool = True  # write checkpoint.pt after every experience (needed for resume)
+    plots: bool = True
+    progress: bool = True
+
+
+def config_dir() -> Path:
+    """The folder holding ``scenarios/`` and ``methods/``: the package's ``conf/`` in an installed wheel, the
+    repository root in a checkout."""
+    import clpet
+
+    pkg = Path(clpet.__file__).resolve().parent
+    for candidate in (pkg / "conf", pkg.parent):
+        if (candidate / "scenarios").is_dir() and (candidate / "methods").is_dir():
+            return candidate
+    raise ConfigError(f"clpet's config folders (scenarios/, methods/) were not found next to {pkg}; reinstall clpet")
+
+
+def available(group_key: str) -> List[str]:
+    """Names of the YAML files in a config group (``scenario`` or ``method``)."""
+    folder = config_dir() / GROUPS[group_key]
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def check_choice(group_key: str, value: str) -> None:
+    names = available(group_key)
+    if value not in names:
+        close = difflib.get_close_matches(value, names, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"unknown {group_key} '{value}'{hint}; valid: {', '.join(names)}")
+
+
+def register_schema() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="clpet", node=RunConfig)
+
+
+def compose(overrides: List[str]) -> DictConfig:
+    """Compose the run config from Hydra-syntax overrides (already rewritten by ``rewrite_overrides``)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_schema()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
+            return hydra_compose(config_name="clpet", overrides=overrides)
+    except Exception as exc:  # Hydra's errors are multi-line; keep the first line
+        raise ConfigError(one_line(exc)) from None
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def rewrite_overrides(args: List[str]) -> List[str]:
+    """``scenario=X`` -> ``scenarios@scenario=X`` (checked against the YAMLs), ``method=X`` likewise, and
+    ``scenario.k=v`` / ``method.k=v`` / ``backbone.k=v`` -> ``++...`` (add or override; the key itself is then
+    checked against the entry's dataclass)."""
+    out = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        bare = key.lstrip("+~")
+        if sep and bare in GROUPS and key == bare:
+            for choice in value.split(","):
+                if choice and not any(ch in choice for ch in "()[]{}*$"):
+                    check_choice(bare, choice.strip())
+            out.append(f"{GROUPS[bare]}@{bare}={value}")
+        elif sep and key == bare and bare.split(".")[0] in ("scenario", "method", "backbone") and "." in bare:
+            out.append(f"++{arg}")
+        else:
+            out.append(arg)
+    return out
+
+
+@dataclass
+class Resolved:
+    """A validated run config: typed ``Config`` objects for each registry entry, plus the top-level keys."""
+
+    run: RunConfig
+    scenario: Any
+    method: Any
+    backbone: Any
+    raw: Dict[str, Any]
+
+
+def _typed(registry, node: Any, where: str, extra: Optional[Dict[str, Any]] = None) -> Any:
+    data = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
+    if not isinstance(data, dict) or "name" not in data:
+        raise ConfigError(f"{where} must be a mapping with a 'name' key, got {data!r}")
+    data.update(extra or {})
+    entry = registry.get(data["name"])
+    schema = getattr(entry, "Config", None)
+    if schema is None or not is_dataclass(schema):
+        raise ConfigError(f"{where} '{data['name']}' has no Config dataclass (a bug in clpet)")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), data)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        valid = ", ".join(f.name for f in fields(schema))
+        msg = one_line(exc)
+        if "Key '" in msg and "not in" in msg:
+            bad = msg.split("Key '")[1].split("'")[0]
+            raise ConfigError(f"unknown key '{where}.{bad}' for {where} '{data['name']}'; valid keys: {valid}") from None
+        raise ConfigError(f"{where}: {msg}") from None
+    except ValueError as exc:  # a Config's __post_init__ check
+        raise ConfigError(f"{where}: {one_line(exc)}") from None
+
+
+def validate(cfg: DictConfig) -> Resolved:
+    """Check every name and key against the registries; one ``ConfigError`` line on the first problem."""
+    import clpet.backbones  # noqa: F401  (register everything)
+    import clpet.methods  # noqa: F401
+    import clpet.scenarios  # noqa: F401
+
+    from clpet.context import resolve_device
+    from clpet.registry import UnknownNameError
+
+    try:
+        scenario = _typed(SCENARIOS, cfg.scenario, "scenario")
+        method = _typed(METHODS, cfg.method, "method")
+        bb = OmegaConf.to_container(cfg.backbone, resolve=True)
+        if bb.get("name", "auto") == "auto":
+            bb["name"] = scenario.default_backbone
+        backbone = _typed(BACKBONES, bb, "backbone")
+    except UnknownNameError as exc:
+        raise ConfigError(str(exc)) from None
+    top = {k: cfg[k] for k in (f.name for f in fields(RunConfig)) if k not in ("defaults", "scenario", "method", "backbone")}
+    run = RunConfig(**top)
+    try:
+        resolve_device(run.device)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    for key in ("num_workers", "eval_batch_size"):
+        if getattr(run, key) < (0 if key == "num_workers" else 1):
+            raise ConfigError(f"{key} must be {'>= 0' if key == 'num_workers' else '>= 1'}, got {getattr(run, key)}")
+    if run.resume and not run.out_dir:
+        raise ConfigError("resume=true needs out_dir=PATH (the run folder to continue)")
+    if run.data_root is not None:
+        run.data_root = os.path.expanduser(run.data_root)
+    raw = {k: v for k, v in asdict(run).items() if k not in ("defaults", "scenario", "method", "backbone")}
+    raw.update(scenario=asdict(scenario), method=asdict(method), backbone=asdict(backbone))
+    return Resolved(run=run, scenario=scenario, method=method, backbone=backbone, raw=raw)

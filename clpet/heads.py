@@ -1,0 +1,50 @@
+"""Classifier heads that grow with the stream."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+class IncrementalLinear(nn.Module):
+    """One ``Linear(D, n_t)`` per experience; logits are their concatenation (LAE and most PET-CIL code).
+
+    ``init_std=None`` keeps PyTorch's default init; a float draws weights from N(0, init_std) with zero bias
+    (LAE initialises new heads this way).
+    """
+
+    def __init__(self, in_dim: int, init_std: Optional[float] = None) -> None:
+        super().__init__()
+        self.in_dim = in_dim
+        self.init_std = init_std
+        self.heads = nn.ModuleList()
+
+    @property
+    def sizes(self) -> List[int]:
+        return [h.out_features for h in self.heads]
+
+    @property
+    def out_features(self) -> int:
+        return sum(self.sizes)
+
+    def grow(self, n_new: int) -> nn.Linear:
+        ref = next(self.parameters(), None)
+        head = nn.Linear(self.in_dim, n_new)
+        if self.init_std is not None:
+            nn.init.normal_(head.weight, std=self.init_std)
+            nn.init.zeros_(head.bias)
+        if ref is not None:
+            head = head.to(ref.device)
+        self.heads.append(head)
+        return head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([h(x) for h in self.heads], dim=1)
+
+
+def cosine_logits(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity between L2-normalised features (B, D) and rows of ``weights`` (C, D) -> (B, C).
+    The classifier of SimpleCIL/APER (``CosineLinear`` in the reference code, sigma = 1 at inference)."""
+    return F.normalize(features, dim=1) @ F.normalize(weights, dim=1).t()

@@ -1,0 +1,249 @@
+"""The run folder: config, metrics, accuracy matrix, log, checkpoint, plots -- all written atomically.
+
+Layout of one run (DESIGN.md "Reliability")::
+
+    <run>/config.yaml        composed config
+    <run>/metrics.json       summary (clpet.metrics.summarize + run info), rewritten after every experience
+    <run>/acc_matrix.csv     R[t, j] in percent, empty cells where not evaluated
+    <run>/log.txt            appended lines
+    <run>/checkpoint.pt      resume state, loadable with torch.load(weights_only=True)
+    <run>/plots/             PNGs
+
+Every file is written to a temporary file in the same folder, fsynced, then ``os.replace``-d over the
+target, so a killed process leaves either the old or the new file, never a torn one.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Mapping
+
+import numpy as np
+import torch
+import yaml
+
+from clpet.metrics import matrix_to_rows
+
+METRICS_FILE = "metrics.json"
+CONFIG_FILE = "config.yaml"
+ACC_MATRIX_FILE = "acc_matrix.csv"
+LOG_FILE = "log.txt"
+CHECKPOINT_FILE = "checkpoint.pt"
+PLOTS_DIR = "plots"
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+# ---------------------------------------------------------------------------------------------- atomic writes
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not supported everywhere (e.g. Windows); best effort
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Run ``write(f)`` on a temp file next to ``path``, fsync, then replace ``path``; no temp file survives."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder + fsync + os.replace)."""
+    return _atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically; if pickling fails, the previous file is left intact."""
+    return _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def load_checkpoint(path: str | os.PathLike) -> Any:
+    """``torch.load(path, map_location='cpu', weights_only=True)``; a one-line error naming the file on failure."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint not found: {path}") from None
+    except Exception as e:  # unpickling errors carry multi-line hints; keep the first line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RuntimeError(f"cannot load checkpoint {path}: {first}") from e
+
+
+# ---------------------------------------------------------------------------------------------- JSON
+def to_jsonable(obj: Any) -> Any:
+    """Recursively convert numpy/torch values to plain Python; NaN and inf become ``None``."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def load_metrics(run_dir: str | os.PathLike) -> dict:
+    """Read ``<run_dir>/metrics.json``; ``FileNotFoundError`` naming the folder when it has none."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {METRICS_FILE} in run folder {run_dir}")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+# ---------------------------------------------------------------------------------------------- RNG
+def rng_state() -> dict:
+    """The state of Python ``random``, NumPy's legacy global RandomState and torch (CPU, and all CUDA
+    devices when available), as plain Python values and tensors, so it survives ``weights_only=True``."""
+    version, internal, gauss_next = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    return {
+        "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64),
+                   "gauss_next": gauss_next},
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured. CUDA states are restored only when as many devices exist."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["internal"].tolist()), py["gauss_next"]))
+    npst = state["numpy"]
+    np.random.set_state((npst["kind"], npst["keys"].numpy().astype(np.uint32), npst["pos"],
+                         npst["has_gauss"], npst["cached_gaussian"]))
+    torch.set_rng_state(state["torch"].to(dtype=torch.uint8, device="cpu"))
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.to(dtype=torch.uint8, device="cpu") for s in cuda])
+
+
+# ---------------------------------------------------------------------------------------------- run folder
+class RunFolder:
+    """One run's output folder (created on construction). See the module docstring for the layout."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    # paths
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def acc_matrix_path(self) -> Path:
+        return self.path / ACC_MATRIX_FILE
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / LOG_FILE
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / CHECKPOINT_FILE
+
+    @property
+    def plots_dir(self) -> Path:
+        """``<run>/plots``, created on first access."""
+        d = self.path / PLOTS_DIR
+        d.mkdir(exist_ok=True)
+        return d
+
+    # writers
+    def write_config(self, cfg: Any) -> Path:
+        """Write ``config.yaml`` (a dict, or an OmegaConf config, resolved)."""
+        if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+            cfg = dataclasses.asdict(cfg)
+        if not isinstance(cfg, Mapping) or type(cfg).__module__.startswith("omegaconf"):
+            from omegaconf import OmegaConf
+
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+        text = yaml.safe_dump(to_jsonable(cfg), sort_keys=False, default_flow_style=False)
+        return atomic_write_text(self.config_path, text)
+
+    def read_config(self) -> dict | None:
+        """The saved config, or ``None`` when there is none."""
+        if not self.config_path.is_file():
+            return None
+        return yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
+
+    def write_metrics(self, metrics: Mapping[str, Any]) -> Path:
+        """Write ``metrics.json`` (indent 2; NaN written as null)."""
+        text = json.dumps(to_jsonable(metrics), indent=2, allow_nan=False) + "\n"
+        return atomic_write_text(self.metrics_path, text)
+
+    def load_metrics(self) -> dict:
+        """Read ``metrics.json`` (see :func:`load_metrics`)."""
+        return load_metrics(self.path)
+
+    def write_acc_matrix(self, R: Any) -> Path:
+        """Write ``acc_matrix.csv``: header ``after\\exp,0,1,...``, one row per experience learned, values in
+        percent with 2 decimals, empty cells where not evaluated. ``R``: array (NaN) or rows (None)."""
+        rows = matrix_to_rows(R)
+        width = max((len(r) for r in rows), default=0)
+        lines = ["after\\exp," + ",".join(str(j) for j in range(width))]
+        for t, row in enumerate(rows):
+            cells = ["" if v is None else f"{v:.2f}" for v in row] + [""] * (width - len(row))
+            lines.append(f"{t}," + ",".join(cells))
+        return atomic_write_text(self.acc_matrix_path, "\n".join(lines) + "\n")
+
+    def log(self, line: str) -> None:
+        """Append ``line`` (plus a newline) to ``log.txt`` and flush."""
+        with open(self.log_path, "a", encoding="utf-8", buffering=1) as f:
+            f.write(line.rstrip("\n") + "\n")
+            f.flush()
+
+    # checkpoint
+    def save_checkpoint(self, state: Mapping[str, Any]) -> Path:
+        """Atomically save ``state`` to ``checkpoint.pt``. Keep it to tensors, numbers, strings, lists, tuples
+        and dicts (use :func:`rng_state` for RNGs) so it loads with ``weights_only=True``."""
+        return atomic_torch_save(dict(state), self.checkpoint_path)
+
+    def load_checkpoint(self) -> dict | None:
+        """The saved state (``weights_only=True``, on CPU), or ``None`` when no checkpoint exists."""
+        if not self.checkpoint_path.is_file():
+            return None
+        return load_checkpoint(self.checkpoint_path)

@@ -1,0 +1,174 @@
+"""The continual loop (DESIGN.md, "Runner"): learn experience t, evaluate on the test sets of every experience
+seen so far, record row t of the accuracy matrix, write results, checkpoint. The runner owns evaluation; a
+method never evaluates itself. A killed run resumes after its last finished experience with identical results.
+"""
+from __future__ import annotations
+
+import random
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+import yaml
+
+from clpet.config import ConfigError, Resolved
+from clpet.context import RunContext, resolve_device
+from clpet.features import FeatureCache
+from clpet.registry import BACKBONES, METHODS, SCENARIOS
+
+SUMMARY_KEYS = ("A_last", "A_avg", "forgetting", "bwt", "plasticity", "wall_time_s")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def default_out_dir(scenario: str, method: str, seed: int) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"{scenario}_{method}_s{seed}_{stamp}"
+    path, k = base, 1
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{base.name}-{k}")
+    return path
+
+
+def prepare_folder(cfg: Resolved) -> Path:
+    """The run folder: new, or (``resume=true``) an existing one whose config matches."""
+    run = cfg.run
+    if run.out_dir is None:
+        return default_out_dir(cfg.scenario.name, cfg.method.name, run.seed)
+    path = Path(run.out_dir)
+    config_file = path / "config.yaml"
+    if run.resume:
+        if not config_file.exists():
+            raise ConfigError(f"resume=true but {config_file} does not exist: nothing to resume")
+        saved = yaml.safe_load(config_file.read_text())
+        for key in ("scenario", "method", "backbone", "seed"):
+            if saved.get(key) != cfg.raw.get(key):
+                raise ConfigError(f"resume=true but '{key}' differs from the run in {path}; start a new out_dir instead")
+    elif (path / "metrics.json").exists() or (path / "checkpoint.pt").exists():
+        raise ConfigError(f"{path} already holds a run; pass resume=true to continue it or choose another out_dir")
+    return path
+
+
+def run(cfg: Resolved) -> Dict[str, Any]:
+    """Run one continual-learning experiment end to end; returns the final metrics dict."""
+    from clpet.metrics import summarize
+    from clpet.results import RunFolder, rng_state, set_rng_state
+
+    run_cfg = cfg.run
+    folder_path = prepare_folder(cfg)
+    device = resolve_device(run_cfg.device)
+    seed_everything(run_cfg.seed)
+
+    scenario = SCENARIOS.get(cfg.scenario.name).build(cfg.scenario, seed=run_cfg.seed, data_root=run_cfg.data_root)
+    backbone = BACKBONES.get(cfg.backbone.name).from_config(cfg.backbone)
+    if backbone.modality != scenario.modality:
+        raise ConfigError(
+            f"backbone '{cfg.backbone.name}' reads {backbone.modality} but scenario '{cfg.scenario.name}' is {scenario.modality}"
+        )
+    method = METHODS.get(cfg.method.name)(cfg.method)
+
+    folder = RunFolder(str(folder_path))
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+        folder.log(line)
+
+    ctx = RunContext(
+        device=device, seed=run_cfg.seed, num_workers=run_cfg.num_workers, eval_batch_size=run_cfg.eval_batch_size,
+        progress=run_cfg.progress, feature_cache=FeatureCache(run_cfg.cache_dir), log=log,
+    )
+    method.setup(backbone, scenario, ctx)
+
+    T = len(scenario)
+    counts = np.array([len(e.test) for e in scenario], dtype=np.float64)
+    correct = np.full((T, T), np.nan)
+    start, elapsed = 0, 0.0
+    exp_times: list = []
+    if run_cfg.resume and (state := folder.load_checkpoint()) is not None:
+        if state["scenario_fingerprint"] != scenario.fingerprint():
+            raise ConfigError(f"resume: the scenario stream differs from the one in {folder_path} (data changed?)")
+        method.load_extra_state(state["extra"])
+        method.load_state_dict(state["method"])
+        correct = state["correct"].double().numpy()
+        start, elapsed, exp_times = int(state["next_experience"]), float(state["wall_time_s"]), list(state["exp_times"])
+        set_rng_state(state["rng"])
+        log(f"resumed {folder_path} at experience {start}/{T}")
+    else:
+        folder.write_config(cfg.raw)
+        log(f"run {folder_path}: scenario {scenario.name} ({T} experiences, {scenario.n_classes} classes), "
+            f"method {cfg.method.name}, backbone {cfg.backbone.name}, seed {run_cfg.seed}, device {device}")
+
+    metrics: Dict[str, Any] = {}
+    for t in range(start, T):
+        exp = scenario[t]
+        tic = time.perf_counter()
+        method.learn(exp)
+        train_s = time.perf_counter() - tic
+        last = T if run_cfg.eval_future else t + 1
+        for j in range(last):
+            preds = method.predict_set(scenario[j].test)
+            correct[t, j] = float(np.sum(preds == scenario[j].test.targets))
+        exp_s = time.perf_counter() - tic
+        elapsed += exp_s
+        exp_times.append(exp_s)
+        metrics = summarize(correct[: t + 1], counts)
+        log(f"experience {t + 1}/{T}: {exp.n_classes} new classes, {len(exp.train)} train samples, "
+            f"A_t {metrics['A_t'][-1]:.2f}, train {train_s:.1f}s, total {exp_s:.1f}s")
+        metrics.update(finish_metrics(cfg, method, elapsed, exp_times, scenario))
+        folder.write_acc_matrix(np.asarray([[np.nan if v is None else v for v in row] for row in metrics["acc_matrix"]]))
+        folder.write_metrics(metrics)
+        if run_cfg.checkpoint:
+            folder.save_checkpoint({
+                "next_experience": t + 1,
+                "correct": torch.from_numpy(correct),
+                "wall_time_s": elapsed,
+                "exp_times": exp_times,
+                "method": method.state_dict(),
+                "extra": method.extra_state(),
+                "rng": rng_state(),
+                "scenario_fingerprint": scenario.fingerprint(),
+            })
+    if not metrics:  # resumed a finished run: recompute from the checkpoint
+        metrics = summarize(correct, counts)
+        metrics.update(finish_metrics(cfg, method, elapsed, exp_times, scenario))
+        folder.write_metrics(metrics)
+    if run_cfg.plots:
+        from clpet.plots import plot_run
+
+        plot_run(str(folder_path))
+    metrics["run_dir"] = str(folder_path)
+    return metrics
+
+
+def finish_metrics(cfg: Resolved, method, elapsed: float, exp_times: list, scenario) -> Dict[str, Any]:
+    return {
+        "scenario": cfg.scenario.name,
+        "method": cfg.method.name,
+        "backbone": cfg.backbone.name,
+        "seed": cfg.run.seed,
+        "n_experiences": len(scenario),
+        "n_classes": scenario.n_classes,
+        "wall_time_s": round(elapsed, 3),
+        "experience_time_s": [round(x, 3) for x in exp_times],
+        "trainable_params": method.count_trainable_parameters(),
+    }
+
+
+def summary_table(metrics: Dict[str, Any]) -> str:
+    """The end-of-run summary as a small markdown table."""
+
+    def fmt(v: Optional[float]) -> str:
+        return "n/a" if v is None else f"{v:.2f}"
+
+    head = "| scenario | method | A_last | A_avg | forgetting | BWT | plasticity | wall time (s) |"
+    rule = "|---|---|---|---|---|---|---|---|"
+    row = (f"| {metrics['scenario']} | {metrics['method']} | " + " | ".join(fmt(metrics.get(k)) for k in SUMMARY_KEYS) + " |")
+    return "\n".join([head, rule, row])

@@ -1,0 +1,129 @@
+"""The small shared training loop: epochs, optimizer, LR schedule, bf16 autocast on GPU, progress bar, hooks.
+
+Methods describe *what* to optimise through hooks (``loss_terms``, ``before_epoch``, ``after_step``); this loop
+owns *how*. Named loss terms are summed, and each is averaged per epoch for the log.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from clpet.backbones.base import batch_to
+from clpet.data import make_loader
+from clpet.scenarios.base import SampleSet
+
+if TYPE_CHECKING:  # pragma: no cover
+    from clpet.methods.base import Method
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULERS = ("constant", "cosine")
+
+
+@dataclass
+class OptimConfig:
+    """Optimisation keys shared by trained methods (embedded in their ``Config``)."""
+
+    epochs: int = 1
+    batch_size: int = 32
+    optimizer: str = "sgd"  # sgd | adam | adamw
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    scheduler: str = "constant"  # constant | cosine (annealed to 0 over the epochs, stepped per epoch)
+
+    def __post_init__(self) -> None:
+        check_optim(self)
+
+
+def check_optim(cfg: OptimConfig) -> None:
+    """Reject bad optimisation values before any work starts (one line each)."""
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer '{cfg.optimizer}'; valid: {', '.join(OPTIMIZERS)}")
+    if cfg.scheduler not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler '{cfg.scheduler}'; valid: {', '.join(SCHEDULERS)}")
+    if cfg.epochs < 0 or cfg.batch_size <= 0 or not cfg.lr > 0 or cfg.weight_decay < 0:
+        raise ValueError(
+            f"bad optimisation values: epochs={cfg.epochs} batch_size={cfg.batch_size} lr={cfg.lr} "
+            f"weight_decay={cfg.weight_decay} (need epochs>=0, batch_size>0, lr>0, weight_decay>=0)"
+        )
+
+
+ParamGroups = List[Dict[str, Any]]
+
+
+def build_optimizer(groups: ParamGroups, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """Optimizer over the parameters with ``requires_grad`` only. Each group may carry ``lr_scale`` (its LR is
+    ``lr_scale`` times the scheduled LR)."""
+    groups = [
+        {**g, "params": [p for p in g["params"] if p.requires_grad], "lr_scale": g.get("lr_scale", 1.0)}
+        for g in groups
+    ]
+    groups = [g for g in groups if g["params"]]
+    if not groups:
+        raise ValueError("nothing to train: the method exposes no parameter with requires_grad=True")
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_at_epoch(cfg: OptimConfig, epoch: int) -> float:
+    """Constant, or cosine annealing to 0 over ``epochs`` (``CosineAnnealingLR(T_max=epochs)`` stepped per epoch,
+    as the SimpleCIL/APER reference code schedules it)."""
+    if cfg.scheduler == "constant" or cfg.epochs <= 0:
+        return cfg.lr
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * epoch / cfg.epochs))
+
+
+def fit(
+    method: "Method",
+    samples: SampleSet,
+    cfg: OptimConfig,
+    seed: int,
+    param_groups: Optional[ParamGroups] = None,
+    desc: str = "train",
+) -> List[Dict[str, float]]:
+    """Train ``method`` on ``samples`` for ``cfg.epochs`` epochs; returns per-epoch mean loss terms.
+
+    The shuffle order of epoch e draws from a generator seeded with ``(seed, e)``, so an experience trains
+    identically whether the run was resumed or not. ``param_groups`` defaults to one group of
+    ``method.trainable_parameters()``; the optimizer is built over those with ``requires_grad`` only.
+    """
+    ctx = method.ctx
+    groups = param_groups if param_groups is not None else [{"params": list(method.trainable_parameters())}]
+    optimizer = build_optimizer(groups, cfg)
+    history: List[Dict[str, float]] = []
+    preprocess = method.backbone.preprocess_fn(train=True)
+    method.train()
+    for epoch in range(cfg.epochs):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at_epoch(cfg, epoch) * group["lr_scale"]
+        method.before_epoch(epoch)
+        loader = make_loader(
+            samples, preprocess, cfg.batch_size, shuffle=True, seed=seed * 1_000_003 + epoch,
+            num_workers=ctx.num_workers, pin_memory=ctx.pin_memory,
+        )
+        sums: Dict[str, float] = {}
+        n_batches = 0
+        bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", disable=not ctx.progress, leave=False)
+        for batch, targets, _ in bar:
+            batch, targets = batch_to(batch, ctx.device), targets.to(ctx.device)
+            with ctx.autocast():
+                terms = method.loss_terms(batch, targets)
+            loss = sum(terms.values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            method.after_step()
+            n_batches += 1
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        history.append({name: total / max(n_batches, 1) for name, total in sums.items()})
+    method.eval()
+    return history
