@@ -25,7 +25,7 @@ from clpet.registry import BACKBONES
 
 def _no_weights(name: str, pretrained: bool) -> None:
     if pretrained:
-        raise ValueError(f"{name} is a random-init test model with no pretrained weights; set backbone.pretrained=false")
+        raise ValueError(f"{name} is a random-init test model without weights; set backbone.pretrained=false")
 
 
 # -------------------------------------------------------------------------------------------- tiny-mlp

