@@ -42,16 +42,15 @@ def cmd_run(args: List[str]) -> int:
         cfg = validate(compose(rewritten))
     except ConfigError as exc:
         return _fail(str(exc))
-    print(OmegaConf.to_yaml(OmegaConf.create(cfg.raw)), flush=True)
-    return _execute(cfg)
+    return _execute(cfg, lambda: print(OmegaConf.to_yaml(OmegaConf.create(cfg.raw)), flush=True))
 
 
-def _execute(cfg) -> int:
+def _execute(cfg, announce) -> int:
     from clpet.config import ConfigError
     from clpet.runner import run, summary_table
 
     try:
-        metrics = run(cfg)
+        metrics = run(cfg, announce=announce)
     except (ConfigError, FileNotFoundError) as exc:
         return _fail(str(exc).strip().splitlines()[0])
     print()
@@ -97,9 +96,6 @@ def launch_multirun(overrides: List[str]) -> int:
 
 
 def cmd_list(_: List[str]) -> int:
-    import clpet.backbones  # noqa: F401
-    import clpet.methods  # noqa: F401
-    import clpet.scenarios  # noqa: F401
     from clpet.config import available
     from clpet.registry import BACKBONES, METHODS, SCENARIOS
 

@@ -98,7 +98,14 @@ def compose(overrides: List[str]) -> DictConfig:
         with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
             return hydra_compose(config_name="clpet", overrides=overrides)
     except Exception as exc:  # Hydra's errors are multi-line; keep the first line
-        raise ConfigError(one_line(exc)) from None
+        msg = one_line(exc)
+        if msg.startswith("Could not override '"):
+            key = msg.split("'")[1]
+            valid = [f.name for f in fields(RunConfig) if f.name != "defaults"]
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            msg = f"unknown key '{key}'{hint}; valid top-level keys: {', '.join(valid)}"
+        raise ConfigError(msg) from None
 
 
 def one_line(exc: BaseException) -> str:
@@ -155,17 +162,14 @@ def _typed(registry, node: Any, where: str, extra: Optional[Dict[str, Any]] = No
         if "Key '" in msg and "not in" in msg:
             bad = msg.split("Key '")[1].split("'")[0]
             raise ConfigError(f"unknown key '{where}.{bad}' for {where} '{data['name']}'; valid keys: {valid}") from None
-        raise ConfigError(f"{where}: {msg}") from None
+        key = getattr(exc, "full_key", None)
+        raise ConfigError(f"{where}.{key}: {msg}" if key else f"{where}: {msg}") from None
     except ValueError as exc:  # a Config's __post_init__ check
         raise ConfigError(f"{where}: {one_line(exc)}") from None
 
 
 def validate(cfg: DictConfig) -> Resolved:
     """Check every name and key against the registries; one ``ConfigError`` line on the first problem."""
-    import clpet.backbones  # noqa: F401  (register everything)
-    import clpet.methods  # noqa: F401
-    import clpet.scenarios  # noqa: F401
-
     from clpet.context import resolve_device
     from clpet.registry import UnknownNameError
 

@@ -2,10 +2,15 @@
 
 Pattern from timm's ``_registry.py``: register with a decorator under the name users type; a duplicate name
 is an error; an unknown name fails with one line listing the known names and the closest match.
+
+Each registry knows the package whose modules fill it and imports that package on first lookup, so
+``METHODS.get("simplecil")`` works after importing only ``clpet.registry`` and the CLI stays fast when it
+only needs to reject a bad name.
 """
 from __future__ import annotations
 
 import difflib
+import importlib
 from typing import Any, Callable, Dict, Generic, Iterator, List, TypeVar
 
 T = TypeVar("T")
@@ -21,9 +26,16 @@ class UnknownNameError(KeyError):
 class Registry(Generic[T]):
     """A named collection of classes (or factories) for one axis, e.g. ``METHODS``."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, package: str = "") -> None:
         self.kind = kind
+        self.package = package
         self._entries: Dict[str, T] = {}
+        self._loaded = not package
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True  # set first: the package's modules call register() while importing
+            importlib.import_module(self.package)
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator: ``@METHODS.register("lae")``. Registering the same name twice raises."""
@@ -41,6 +53,7 @@ class Registry(Generic[T]):
         return deco
 
     def get(self, name: str) -> T:
+        self._load()
         if name not in self._entries:
             raise UnknownNameError(self.unknown_message(name))
         return self._entries[name]
@@ -51,6 +64,7 @@ class Registry(Generic[T]):
         return f"unknown {self.kind} '{name}'{hint}; valid: {', '.join(self.names())}"
 
     def names(self) -> List[str]:
+        self._load()
         return sorted(self._entries)
 
     def describe(self) -> Dict[str, str]:
@@ -62,16 +76,18 @@ class Registry(Generic[T]):
         return out
 
     def __contains__(self, name: Any) -> bool:
+        self._load()
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __len__(self) -> int:
+        self._load()
         return len(self._entries)
 
 
-BACKBONES: Registry = Registry("backbone")
-PETS: Registry = Registry("PET kind")
-METHODS: Registry = Registry("method")
-SCENARIOS: Registry = Registry("scenario")
+BACKBONES: Registry = Registry("backbone", "clpet.backbones")
+PETS: Registry = Registry("PET kind", "clpet.pet")
+METHODS: Registry = Registry("method", "clpet.methods")
+SCENARIOS: Registry = Registry("scenario", "clpet.scenarios")

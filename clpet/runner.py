@@ -8,13 +8,13 @@ import random
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import torch
 import yaml
 
-from clpet.config import ConfigError, Resolved
+from clpet.config import ConfigError, Resolved, one_line
 from clpet.context import RunContext, resolve_device
 from clpet.features import FeatureCache
 from clpet.registry import BACKBONES, METHODS, SCENARIOS
@@ -57,8 +57,11 @@ def prepare_folder(cfg: Resolved) -> Path:
     return path
 
 
-def run(cfg: Resolved) -> Dict[str, Any]:
-    """Run one continual-learning experiment end to end; returns the final metrics dict."""
+def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[str, Any]:
+    """Run one continual-learning experiment end to end; returns the final metrics dict.
+
+    Data, backbone and method are built (and so checked) first; ``announce`` is called once they are, before
+    any training (the CLI prints the resolved config there)."""
     from clpet.metrics import summarize
     from clpet.results import RunFolder, rng_state, set_rng_state
 
@@ -67,13 +70,18 @@ def run(cfg: Resolved) -> Dict[str, Any]:
     device = resolve_device(run_cfg.device)
     seed_everything(run_cfg.seed)
 
-    scenario = SCENARIOS.get(cfg.scenario.name).build(cfg.scenario, seed=run_cfg.seed, data_root=run_cfg.data_root)
-    backbone = BACKBONES.get(cfg.backbone.name).from_config(cfg.backbone)
+    try:  # everything that can reject the config or miss a file, before any work
+        scenario = SCENARIOS.get(cfg.scenario.name).build(cfg.scenario, seed=run_cfg.seed, data_root=run_cfg.data_root)
+        backbone = BACKBONES.get(cfg.backbone.name).from_config(cfg.backbone)
+        method = METHODS.get(cfg.method.name)(cfg.method)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        raise ConfigError(one_line(exc)) from None
     if backbone.modality != scenario.modality:
         raise ConfigError(
             f"backbone '{cfg.backbone.name}' reads {backbone.modality} but scenario '{cfg.scenario.name}' is {scenario.modality}"
         )
-    method = METHODS.get(cfg.method.name)(cfg.method)
+    if announce is not None:
+        announce()
 
     folder = RunFolder(str(folder_path))
 

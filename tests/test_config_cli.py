@@ -42,7 +42,7 @@ def test_nested_override_reaches_the_typed_config():
         (["method.typo=1"], "unknown key 'method.typo'"),
         (["scenario.incremnt=3"], "unknown key 'scenario.incremnt'"),
         (["backbone.name=nope"], "unknown backbone 'nope'"),
-        (["sed=1"], "sed"),
+        (["sed=1"], "unknown key 'sed' (did you mean 'seed'?)"),
         (["device=tpu"], "unknown device 'tpu'"),
         (["method=finetune", "method.optim.optimizer=rmsprop"], "unknown optimizer 'rmsprop'"),
         (["method=finetune", "method.optim.lr=abc"], "method"),
