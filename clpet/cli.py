@@ -71,27 +71,47 @@ def expand_sweep(overrides: List[str]) -> List[List[str]]:
 
 def launch_multirun(overrides: List[str]) -> int:
     """Hand the sweep to Hydra's own multirun machinery (basic launcher, or submitit/Ray launchers when the
-    user selects them with ``hydra/launcher=...``); each job runs the same ``run``."""
+    user selects them with ``hydra/launcher=...``); each job runs the same ``run``. Without ``out_dir``, a job's
+    run folder is its Hydra job folder ``runs/multirun/<time>/<job number>``; a comparison table across the
+    sweep is printed at the end."""
+    from datetime import datetime
+
     import hydra
 
     from clpet.config import config_dir, register_schema, validate
 
     register_schema()
+    sweep_dir = os.path.join("runs", "multirun", datetime.now().strftime("%Y%m%d-%H%M%S"))
 
     @hydra.main(version_base=None, config_path=str(config_dir()), config_name="clpet")
     def _job(cfg) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
         from clpet.runner import run, summary_table
 
-        metrics = run(validate(cfg))
+        resolved = validate(cfg)
+        if resolved.run.out_dir is None:
+            resolved.run.out_dir = HydraConfig.get().runtime.output_dir
+            resolved.raw["out_dir"] = resolved.run.out_dir
+        metrics = run(resolved)
         print(summary_table(metrics))
         print(f"run folder: {metrics['run_dir']}")
 
+    argv = sys.argv
     sys.argv = [
         "clpet", "--multirun", *overrides,
         "hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled",
-        "hydra.sweep.dir=runs/multirun", "hydra.sweep.subdir=${hydra.job.num}",
+        f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${hydra.job.num}",
     ]
-    _job()
+    try:
+        _job()
+    finally:
+        sys.argv = argv
+    if os.path.isdir(sweep_dir):
+        from clpet.compare import compare_runs
+
+        print(f"\nsweep {sweep_dir}:")
+        print(compare_runs([sweep_dir], out_csv=os.path.join(sweep_dir, "compare.csv")))
     return 0
 
 

@@ -102,3 +102,17 @@ def test_same_seed_same_numbers_different_seed_different_order(in_tmp):
     assert not np.allclose(
         np.array(a["acc_matrix"], dtype=float), np.array(c["acc_matrix"], dtype=float), equal_nan=True
     )
+
+
+def test_multirun_sweeps_through_hydra_and_compares(in_tmp, capsys):
+    assert main(["run", "-m", *tiny_overrides(method="simplecil,finetune", seed="0,1")]) == 0
+    sweeps = list((in_tmp / "runs" / "multirun").iterdir())
+    assert len(sweeps) == 1
+    runs = sorted(p.parent for p in sweeps[0].rglob("metrics.json"))
+    assert len(runs) == 4
+    assert {(load(r)["method"], load(r)["seed"]) for r in runs} == {
+        ("simplecil", 0), ("simplecil", 1), ("finetune", 0), ("finetune", 1)
+    }
+    assert (sweeps[0] / "compare.csv").exists()
+    out = capsys.readouterr().out
+    assert "| synthetic | simplecil | 2 |" in out and "±" in out
