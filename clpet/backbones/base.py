@@ -16,8 +16,8 @@ class Backbone(nn.Module):
 
     * ``preprocess(inputs, train) -> batch``: turn a list of raw samples (``SampleSet.inputs`` entries) into
       a model-ready batch (a tensor, or a dict of tensors for tokenised text). ``train`` picks the training
-      transform (augmentation) or the test transform. Must be picklable-free of state that changes during
-      training, because DataLoader workers call it.
+      transform (augmentation) or the test transform. Must not read the model's parameters or state that changes
+      during training: DataLoader workers call it.
     * ``features(batch) -> Tensor[B, D]``: the representation a classifier head reads (ViT class token after
       the final norm, pooled CNN feature, mean-pooled sentence embedding, ...).
 
@@ -46,7 +46,8 @@ class Backbone(nn.Module):
         return {}
 
     def preprocess_fn(self, train: bool) -> Callable[[Sequence[Any]], Any]:
-        """A picklable callable for DataLoader ``collate_fn`` use."""
+        """A picklable callable for DataLoader ``collate_fn`` use. The default wraps ``preprocess`` and so pickles
+        the whole backbone into worker processes; subclasses should return a small parameter-free transform."""
         return _Preprocess(self, train)
 
 

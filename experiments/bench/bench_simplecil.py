@@ -35,13 +35,18 @@ def bare_loop(texts_by_exp, labels_by_exp, test_by_exp, test_labels_by_exp, batc
 
     @torch.inference_mode()
     def embed(texts):
+        # batches of similar lengths, as clpet's feature cache forms them, so both do the same arithmetic
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = []
         for i in range(0, len(texts), batch_size):
-            enc = tok(texts[i : i + batch_size], padding=True, truncation=True, max_length=128, return_tensors="pt")
+            batch = [texts[k] for k in order[i : i + batch_size]]
+            enc = tok(batch, padding=True, truncation=True, max_length=128, return_tensors="pt")
             h = model(**enc).last_hidden_state
             m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
             out.append((h * m).sum(1) / m.sum(1).clamp(min=1e-9))
-        return torch.cat(out)
+        feats = torch.empty(len(texts), out[0].shape[1])
+        feats[torch.tensor(order)] = torch.cat(out)
+        return feats
 
     protos, test_feats, correct = [], [], 0
     for t in range(len(texts_by_exp)):
