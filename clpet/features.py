@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import TYPE_CHECKING, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -54,20 +54,34 @@ class FeatureCache:
         digest = hashlib.sha1("|".join(key).encode()).hexdigest()[:20]
         return os.path.join(self.directory or "", f"features-{digest}.pt")
 
-    def _store(self, key: Tuple[str, str]) -> _Store:
+    def _store(self, key: Tuple[str, str], persist: bool) -> _Store:
         if key not in self._stores:
             store = _Store()
-            if self.directory and os.path.exists(self._file(key)):
+            if persist and os.path.exists(self._file(key)):
                 saved = torch.load(self._file(key), map_location="cpu", weights_only=True)
                 store.add(saved["ids"].numpy(), saved["features"])
             self._stores[key] = store
         return self._stores[key]
 
     @torch.inference_mode()
-    def features(self, backbone: "Backbone", samples: SampleSet, ctx: "RunContext", desc: str = "features") -> torch.Tensor:
-        """Features of ``samples`` (rows in the order of ``samples``), float32 on CPU, shape (N, D)."""
-        key = (backbone.cache_key, samples.split)
-        store = self._store(key)
+    def features(
+        self,
+        backbone: "Backbone",
+        samples: SampleSet,
+        ctx: "RunContext",
+        desc: str = "features",
+        key: Optional[str] = None,
+        forward: Optional[Callable[[Any], torch.Tensor]] = None,
+    ) -> torch.Tensor:
+        """Features of ``samples`` (rows in the order of ``samples``), float32 on CPU, shape (N, D).
+
+        ``forward`` (default ``backbone.features``) computes them from a test-transform batch; a method that
+        caches features of its own frozen model (e.g. ADAM's adapted backbone) passes it with its own ``key``.
+        Such keyed features stay in memory only: they belong to one run, not to the pretrained weights."""
+        store_key = (key or backbone.cache_key, samples.split)
+        persist = key is None and self.directory is not None
+        forward = forward or backbone.features
+        store = self._store(store_key, persist)
         missing = np.array([k for k, i in enumerate(samples.ids.tolist()) if i not in store.index], dtype=np.int64)
         if len(missing):
             if samples.modality == "text":  # similar lengths share a batch: far less padding, same features
@@ -82,16 +96,16 @@ class FeatureCache:
             out = []
             for batch, _, _ in tqdm(loader, desc=desc, disable=not ctx.progress, leave=False):
                 with ctx.autocast():
-                    out.append(backbone.features(batch_to(batch, ctx.device)).float().cpu())
+                    out.append(forward(batch_to(batch, ctx.device)).float().cpu())
             backbone.train(was_training)
             store.add(todo.ids, torch.cat(out))
             self.computed += len(todo)
-            if self.directory:
+            if persist:
                 from clpet.results import atomic_torch_save
 
                 os.makedirs(self.directory, exist_ok=True)
                 ids = torch.tensor(sorted(store.index, key=store.index.get), dtype=torch.long)
-                atomic_torch_save({"ids": ids, "features": store.rows()}, self._file(key))
+                atomic_torch_save({"ids": ids, "features": store.rows()}, self._file(store_key))
         rows = store.rows()
         index = torch.tensor([store.index[i] for i in samples.ids.tolist()], dtype=torch.long)
         return rows.index_select(0, index)

@@ -131,6 +131,8 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
         log(f"experience {t + 1}/{T}: {exp.n_classes} new classes, {len(exp.train)} train samples, "
             f"A_t {metrics['A_t'][-1]:.2f}, train {train_s:.1f}s, total {exp_s:.1f}s")
         metrics.update(finish_metrics(cfg, method, elapsed, exp_times, scenario))
+        if t == T - 1:
+            metrics.update(method.report())
         folder.write_acc_matrix(np.asarray([[np.nan if v is None else v for v in row] for row in metrics["acc_matrix"]]))
         folder.write_metrics(metrics)
         if run_cfg.checkpoint:

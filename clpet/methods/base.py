@@ -44,7 +44,7 @@ class Method(nn.Module):
         self.scenario: Optional[Scenario] = None
         self.ctx = RunContext()
         self.n_seen = 0  # classes seen so far: predict returns logits over these
-        self._pretrained_keys: set = set()
+        self._pretrained_ptrs: set = set()
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def setup(self, backbone: Backbone, scenario: Scenario, ctx: RunContext) -> None:
@@ -52,9 +52,10 @@ class Method(nn.Module):
         self.backbone = backbone
         self.scenario = scenario
         self.ctx = ctx
-        self._pretrained_keys = {f"backbone.{k}" for k in backbone.state_dict()}
         backbone.requires_grad_(self.trains_backbone)
         self.to(ctx.device)
+        # the pretrained tensors, by storage: PET wrappers later move them to new module paths
+        self._pretrained_ptrs = {t.data_ptr() for t in backbone.state_dict().values()}
 
     def learn(self, experience: Experience) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -96,6 +97,11 @@ class Method(nn.Module):
     def on_experience_end(self, experience: Experience) -> None:
         pass
 
+    def report(self) -> Dict[str, Any]:
+        """Method-specific numbers for ``metrics.json`` after the last experience (e.g. LAE's online/offline
+        accuracies). Evaluates through ``self.scenario``'s test sets if it needs to; default: nothing."""
+        return {}
+
     # -- parameters and state ------------------------------------------------------------------------------
     def trainable_parameters(self) -> Iterable[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -104,19 +110,22 @@ class Method(nn.Module):
         """Parameters the method trains (reported as ``trainable_params`` in metrics.json)."""
         return sum(p.numel() for p in self.trainable_parameters())
 
+    def _pretrained_keys(self, sd: Dict[str, Any]) -> set:
+        return {k for k, v in sd.items() if isinstance(v, torch.Tensor) and v.data_ptr() in self._pretrained_ptrs}
+
     def state_dict(self, *args: Any, **kwargs: Any) -> Dict[str, Any]:
         """Every tensor of the method except the pretrained backbone weights it never changes (those come
         from the backbone's own weights file), so checkpoints stay small."""
         sd = super().state_dict(*args, **kwargs)
         if not self.trains_backbone:
-            prefix = kwargs.get("prefix", "")
-            for key in self._pretrained_keys:
-                sd.pop(prefix + key, None)
+            for key in self._pretrained_keys(sd):
+                del sd[key]
         return sd
 
     def load_state_dict(self, state_dict: Dict[str, Any], strict: bool = True, assign: bool = False):
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
-        missing = [k for k in result.missing_keys if self.trains_backbone or k not in self._pretrained_keys]
+        frozen = set() if self.trains_backbone else self._pretrained_keys(super().state_dict())
+        missing = [k for k in result.missing_keys if k not in frozen]
         if strict and (missing or result.unexpected_keys):
             raise RuntimeError(f"method state does not match: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}")
         return result
