@@ -73,13 +73,17 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
     try:  # everything that can reject the config or miss a file, before any work
         scenario = SCENARIOS.get(cfg.scenario.name).build(cfg.scenario, seed=run_cfg.seed, data_root=run_cfg.data_root)
         backbone = BACKBONES.get(cfg.backbone.name).from_config(cfg.backbone)
+        if backbone.modality != scenario.modality:
+            raise ValueError(f"backbone '{cfg.backbone.name}' reads {backbone.modality} but scenario "
+                             f"'{cfg.scenario.name}' is {scenario.modality}")
         method = METHODS.get(cfg.method.name)(cfg.method)
+        ctx = RunContext(
+            device=device, seed=run_cfg.seed, num_workers=run_cfg.num_workers, eval_batch_size=run_cfg.eval_batch_size,
+            progress=run_cfg.progress, feature_cache=FeatureCache(run_cfg.cache_dir),
+        )
+        method.setup(backbone, scenario, ctx)  # attaches PETs: an unsupported combination fails here
     except (ValueError, KeyError, FileNotFoundError) as exc:
         raise ConfigError(one_line(exc)) from None
-    if backbone.modality != scenario.modality:
-        raise ConfigError(
-            f"backbone '{cfg.backbone.name}' reads {backbone.modality} but scenario '{cfg.scenario.name}' is {scenario.modality}"
-        )
     if announce is not None:
         announce()
 
@@ -89,11 +93,7 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
         print(line, flush=True)
         folder.log(line)
 
-    ctx = RunContext(
-        device=device, seed=run_cfg.seed, num_workers=run_cfg.num_workers, eval_batch_size=run_cfg.eval_batch_size,
-        progress=run_cfg.progress, feature_cache=FeatureCache(run_cfg.cache_dir), log=log,
-    )
-    method.setup(backbone, scenario, ctx)
+    ctx.log = log
 
     T = len(scenario)
     counts = np.array([len(e.test) for e in scenario], dtype=np.float64)

@@ -34,6 +34,7 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     scheduler: str = "constant"  # constant | cosine (annealed to 0 over the epochs, stepped per epoch)
+    drop_last: bool = False  # drop the last incomplete batch of an epoch (kept when it is the only one)
 
     def __post_init__(self) -> None:
         check_optim(self)
@@ -107,6 +108,7 @@ def fit(
         loader = make_loader(
             samples, preprocess, cfg.batch_size, shuffle=True, seed=seed * 1_000_003 + epoch,
             num_workers=ctx.num_workers, pin_memory=ctx.pin_memory,
+            drop_last=cfg.drop_last and len(samples) >= cfg.batch_size,
         )
         sums: Dict[str, float] = {}
         n_batches = 0
