@@ -253,3 +253,58 @@ def summarize_deletions(records: Iterable[DeletionRecord]) -> dict:
         "accuracy_curve": [None if r.accuracy_after is None else _opt(r.accuracy_after) for r in recs],
         "records": [r.to_dict() for r in recs],
     }
+
+
+# ---------------------------------------------------------------------------------------------- FSCIL
+FSCIL_DEFINITIONS = {
+    "session_acc": "A_t: sample-weighted accuracy over the test samples of every class seen after session t",
+    "base_acc": "R[t, 0]: accuracy on the base session's test samples after session t",
+    "novel_acc": "sample-weighted accuracy over the test samples of sessions 1..t after session t (None at t = 0)",
+    "harmonic_mean": "2 * base * novel / (base + novel) per session (None where novel is None or both are 0)",
+    "performance_drop": "PD = A_0 - A_last, session accuracy after the base session minus after the last one",
+}
+
+
+def fscil_summary(correct: ArrayLike, counts: ArrayLike) -> dict:
+    """FSCIL metrics (TOPIC, Tao et al. CVPR 2020, and the FSCIL papers after it) from the same ``correct`` /
+    ``counts`` as :func:`summarize`, experience 0 being the base session and 1.. the incremental sessions.
+
+    Keys: ``session_acc`` (A_t per session done, the number FSCIL tables list per session), ``base_acc``
+    (``R[t, 0]``), ``novel_acc`` (sample-weighted over sessions 1..t; ``None`` at t = 0), ``harmonic_mean`` of
+    base and novel, ``performance_drop`` (``A_0 - A_last``, percentage points; ``None`` until two sessions are
+    done), ``A_last``, ``A_avg`` (mean session accuracy), ``n_sessions_done``, ``n_sessions`` and
+    ``fscil_definitions``. JSON-safe: floats and ``None``, no NaN. Values are ``None`` for a session whose
+    needed cells were not evaluated.
+    """
+    c = np.asarray(counts, dtype=float).reshape(-1)
+    mat = _as_matrix(correct, n_cols=c.size)
+    accuracy_matrix(mat, c)  # validates
+    session = a_t(mat, c)
+    base: list[float | None] = []
+    novel: list[float | None] = []
+    hm: list[float | None] = []
+    for t in range(mat.shape[0]):
+        b = _opt(100.0 * mat[t, 0] / c[0]) if np.isfinite(mat[t, 0]) else None
+        nv: float | None = None
+        if t > 0:
+            seen = mat[t, 1 : t + 1]
+            nv = _opt(100.0 * seen.sum() / c[1 : t + 1].sum()) if np.isfinite(seen).all() else None
+        base.append(b)
+        novel.append(nv)
+        hm.append(None if b is None or nv is None or b + nv == 0 else 2.0 * b * nv / (b + nv))
+    done = [v for v in session if v is not None]
+    drop = None
+    if len(session) >= 2 and session[0] is not None and session[-1] is not None:
+        drop = float(session[0] - session[-1])
+    return {
+        "session_acc": session,
+        "base_acc": base,
+        "novel_acc": novel,
+        "harmonic_mean": hm,
+        "performance_drop": drop,
+        "A_last": session[-1] if session else None,
+        "A_avg": float(np.mean(done)) if done and len(done) == len(session) else None,
+        "n_sessions_done": int(mat.shape[0]),
+        "n_sessions": int(c.size),
+        "fscil_definitions": dict(FSCIL_DEFINITIONS),
+    }

@@ -476,7 +476,7 @@ def test_every_scenario_module_registers_and_is_imported_by_the_package():
 @pytest.mark.parametrize(
     "name, root, n_classes, n_experiences",
     [
-        ("wordnet", "/usr/share/wordnet", 45, 9),
+        ("wordnet", "/usr/share/wordnet", 45, 5),
         ("clipart", "/usr/share/openclipart/png", 34, 7),
         ("fashion-mnist", "/usr/share/datasets/fashion-mnist", 10, 5),
     ],

@@ -80,9 +80,9 @@ class WordNetSupersenses(ScenarioBuilder):
         name: str = "wordnet"
         root: Optional[str] = None  # folder with data.{adj,adv,noun,verb}; default /usr/share/wordnet
         test_fraction: float = 0.3  # held out per class (at least 1 synset), drawn with data_seed
-        increment: int = 5
-        max_train_per_class: Optional[int] = 60
-        max_test_per_class: Optional[int] = 30
+        increment: int = 9
+        max_train_per_class: Optional[int] = 24
+        max_test_per_class: Optional[int] = 16
         default_backbone: str = "minilm"
 
     @classmethod
