@@ -48,3 +48,17 @@ def cosine_logits(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor
     """Cosine similarity between L2-normalised features (B, D) and rows of ``weights`` (C, D) -> (B, C).
     The classifier of SimpleCIL/APER (``CosineLinear`` in the reference code, sigma = 1 at inference)."""
     return F.normalize(features, dim=1) @ F.normalize(weights, dim=1).t()
+
+
+class CosineLinear(nn.Module):
+    """Cosine classifier with a learnable scale: ``sigma * cos(x, w_c)`` (the ``CosineLinear`` head APER trains
+    its first-session adapter with; weights U(-1/sqrt(D), 1/sqrt(D)), sigma initialised to 1)."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        bound = 1.0 / in_dim**0.5
+        self.weight = nn.Parameter(torch.empty(out_dim, in_dim).uniform_(-bound, bound))
+        self.sigma = nn.Parameter(torch.ones(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sigma * cosine_logits(x, self.weight)

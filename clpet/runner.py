@@ -20,6 +20,7 @@ from clpet.features import FeatureCache
 from clpet.registry import BACKBONES, METHODS, SCENARIOS
 
 SUMMARY_KEYS = ("A_last", "A_avg", "forgetting", "bwt", "plasticity", "wall_time_s")
+FSCIL = "few-shot-class-incremental"
 
 
 def seed_everything(seed: int) -> None:
@@ -62,7 +63,6 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
 
     Data, backbone and method are built (and so checked) first; ``announce`` is called once they are, before
     any training (the CLI prints the resolved config there)."""
-    from clpet.metrics import summarize
     from clpet.results import RunFolder, rng_state, set_rng_state
 
     run_cfg = cfg.run
@@ -127,7 +127,7 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
         exp_s = time.perf_counter() - tic
         elapsed += exp_s
         exp_times.append(exp_s)
-        metrics = summarize(correct[: t + 1], counts)
+        metrics = stream_metrics(correct[: t + 1], counts, scenario)
         log(f"experience {t + 1}/{T}: {exp.n_classes} new classes, {len(exp.train)} train samples, "
             f"A_t {metrics['A_t'][-1]:.2f}, train {train_s:.1f}s, total {exp_s:.1f}s")
         metrics.update(finish_metrics(cfg, method, elapsed, exp_times, scenario))
@@ -147,7 +147,7 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
                 "scenario_fingerprint": scenario.fingerprint(),
             })
     if not metrics:  # resumed a finished run: recompute from the checkpoint
-        metrics = summarize(correct, counts)
+        metrics = stream_metrics(correct, counts, scenario)
         metrics.update(finish_metrics(cfg, method, elapsed, exp_times, scenario))
         folder.write_metrics(metrics)
     if run_cfg.plots:
@@ -155,6 +155,16 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
 
         plot_run(str(folder_path))
     metrics["run_dir"] = str(folder_path)
+    return metrics
+
+
+def stream_metrics(correct: np.ndarray, counts: np.ndarray, scenario) -> Dict[str, Any]:
+    """Every CL metric of the rows done so far; FSCIL streams add the session/base/novel numbers."""
+    from clpet.metrics import fscil_summary, summarize
+
+    metrics = summarize(correct, counts)
+    if scenario.protocol == FSCIL:
+        metrics["fscil"] = fscil_summary(correct, counts)
     return metrics
 
 
@@ -181,4 +191,11 @@ def summary_table(metrics: Dict[str, Any]) -> str:
     head = "| scenario | method | A_last | A_avg | forgetting | BWT | plasticity | wall time (s) |"
     rule = "|---|---|---|---|---|---|---|---|"
     row = (f"| {metrics['scenario']} | {metrics['method']} | " + " | ".join(fmt(metrics.get(k)) for k in SUMMARY_KEYS) + " |")
-    return "\n".join([head, rule, row])
+    lines = [head, rule, row]
+    if "fscil" in metrics:  # few-shot CIL: the numbers FSCIL tables report
+        f = metrics["fscil"]
+        sessions = " ".join(fmt(v) for v in f["session_acc"])
+        lines += ["", f"FSCIL session accuracy: {sessions}",
+                  f"base {fmt(f['base_acc'][-1])}, novel {fmt(f['novel_acc'][-1])}, "
+                  f"performance drop {fmt(f['performance_drop'])}"]
+    return "\n".join(lines)

@@ -120,3 +120,16 @@ def test_joint_retrains_from_the_pretrained_start_on_all_seen_data(monkeypatch):
     m.learn(scenario[1])
     assert all(torch.equal(start[k], snapshot[k]) for k in start)  # restarted from the pre-trained weights
     assert seen_sizes == [len(scenario[0].train), len(scenario[0].train) + len(scenario[1].train)]
+
+
+def test_feature_cache_keys_by_content_not_by_id(tmp_path):
+    from clpet.scenarios.base import SampleSet
+
+    m, scenario, backbone = build("simplecil")
+    ctx = RunContext(progress=False, feature_cache=FeatureCache(str(tmp_path)))
+    a = scenario[0].test
+    b = SampleSet([x + 1.0 for x in a.inputs], a.targets, a.ids, a.modality, a.split)  # same ids, other data
+    fa = ctx.feature_cache.features(backbone, a, ctx)
+    fb = FeatureCache(str(tmp_path)).features(backbone, b, RunContext(progress=False))
+    assert not torch.allclose(fa, fb)
+    torch.testing.assert_close(fb, direct_features(backbone, b), rtol=1e-5, atol=1e-5)

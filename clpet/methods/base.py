@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from clpet.backbones.base import Backbone, batch_to
 from clpet.context import RunContext
-from clpet.data import make_loader
+from clpet.data import length_order, make_loader
 from clpet.scenarios.base import Experience, SampleSet, Scenario
 
 
@@ -69,8 +69,9 @@ class Method(nn.Module):
         """Predicted labels for a whole test set; batched, no-grad, eval mode, bf16 autocast on CUDA."""
         was_training = self.training
         self.eval()
+        order = length_order(samples)
         loader = make_loader(
-            samples, self.backbone.preprocess_fn(train=False), self.ctx.eval_batch_size,
+            samples.subset(order), self.backbone.preprocess_fn(train=False), self.ctx.eval_batch_size,
             num_workers=self.ctx.num_workers, pin_memory=self.ctx.pin_memory,
         )
         preds = []
@@ -78,7 +79,10 @@ class Method(nn.Module):
             with self.ctx.autocast():
                 preds.append(self.predict(batch_to(batch, self.ctx.device)).argmax(dim=1).cpu())
         self.train(was_training)
-        return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
+        out = np.zeros(len(samples), dtype=np.int64)
+        if preds:
+            out[order] = torch.cat(preds).numpy()
+        return out
 
     # -- hooks of the shared training loop (no-ops by default) ----------------------------------------------
     def on_experience_start(self, experience: Experience) -> None:
