@@ -42,8 +42,11 @@ class Backbone(nn.Module):
         return type(self).__name__
 
     def sites(self) -> Dict[str, List[str]]:
-        """Named attachment sites for PET modules: site kind -> module names (filled by the PET issue)."""
-        return {}
+        """Named attachment sites for PET modules: site role (``block``, ``qkv``, ``fc1``, ``pointwise``...) ->
+        module paths, found from the model's structure by ``clpet.pet.sites``; {} when no PET can attach."""
+        from clpet.pet.sites import site_names  # lazy: clpet.pet imports the registries
+
+        return site_names(self)
 
     def preprocess_fn(self, train: bool) -> Callable[[Sequence[Any]], Any]:
         """A picklable callable for DataLoader ``collate_fn`` use. The default wraps ``preprocess`` and so pickles
