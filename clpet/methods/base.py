@@ -84,6 +84,16 @@ class Method(nn.Module):
             out[order] = torch.cat(preds).numpy()
         return out
 
+    def train(self, mode: bool = True) -> "Method":
+        """Train/eval mode; a frozen backbone's BatchNorm layers always stay in eval mode, so training PETs or a
+        head never moves the pretrained running statistics (the backbone stays the function it was)."""
+        super().train(mode)
+        if mode and self.backbone is not None and not self.trains_backbone:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
     # -- hooks of the shared training loop (no-ops by default) ----------------------------------------------
     def on_experience_start(self, experience: Experience) -> None:
         pass

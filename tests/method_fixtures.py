@@ -1,0 +1,47 @@
+"""A tiny learnable text stream and helpers to drive one method outside the runner (mechanism tests)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from clpet.config import compose, rewrite_overrides, validate
+from clpet.context import RunContext
+from clpet.features import FeatureCache
+from clpet.registry import BACKBONES, METHODS
+from clpet.scenarios.base import SampleSet, build_class_incremental
+
+
+def word_stream(n_classes: int = 4, train_per_class: int = 12, test_per_class: int = 6, increment: int = 2, seed: int = 0):
+    """Texts whose words come from a class-specific vocabulary (plus shared noise words): learnable by a tiny
+    BERT in a few steps. Classes in natural order, ``increment`` per experience."""
+    rng = np.random.RandomState(seed)
+
+    def draw(per_class: int, offset: int) -> SampleSet:
+        texts, labels = [], []
+        for c in range(n_classes):
+            for _ in range(per_class):
+                words = [f"w{c}x{rng.randint(4)}" for _ in range(4)] + [f"noise{rng.randint(8)}" for _ in range(2)]
+                rng.shuffle(words)
+                texts.append(" ".join(words))
+                labels.append(c)
+        return SampleSet(texts, np.array(labels), np.arange(len(labels)) + offset, "text")
+
+    train, test = draw(train_per_class, 0), draw(test_per_class, 0)
+    test.split = "test"
+    return build_class_incremental("words", train, test, [f"c{c}" for c in range(n_classes)], order="natural",
+                                   increment=increment, seed=seed)
+
+
+def make_method(method: str, *overrides: str, backbone: str = "tiny-text", scenario=None):
+    """(method, scenario, backbone) set up exactly as the runner would, on ``word_stream`` by default."""
+    cfg = validate(compose(rewrite_overrides([f"method={method}", f"backbone.name={backbone}", *overrides])))
+    torch.manual_seed(0)
+    scenario = scenario or word_stream()
+    bb = BACKBONES.get(cfg.backbone.name).from_config(cfg.backbone)
+    m = METHODS.get(method)(cfg.method)
+    m.setup(bb, scenario, RunContext(progress=False, feature_cache=FeatureCache(), eval_batch_size=16))
+    return m, scenario, bb
+
+
+def snapshot(tensors: dict) -> dict:
+    return {k: v.detach().clone() for k, v in tensors.items()}
