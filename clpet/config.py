@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from clpet.registry import BACKBONES, METHODS, SCENARIOS
 
 DEFAULT_SCENARIO = "wordnet"
-DEFAULT_METHOD = "simplecil"
+DEFAULT_METHOD = "lae"
 GROUPS = {"scenario": "scenarios", "method": "methods"}  # run key -> config folder
 
 

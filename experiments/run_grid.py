@@ -1,0 +1,114 @@
+"""Run a grid of clpet experiments (scenarios × method variants × seeds) and write its results table.
+
+    .venv/bin/python experiments/run_grid.py experiments/offline_cil.yaml [--only SUBSTRING] [--table-only]
+
+The grid file names ``scenarios`` (each with its overrides), ``variants`` (a label and the overrides that make it,
+e.g. ``method=lae method.pet=lora``, optionally ``skip`` scenarios where the variant cannot run) and ``seeds``.
+Every run goes to ``experiments/runs/<grid>/<scenario>/<variant>/seed<k>`` (git-ignored); a finished run is
+skipped and a killed one resumes, so the script can be stopped and restarted at will. The table (mean ± std over
+seeds of A_last, A_avg, forgetting, plasticity, trainable parameters, wall time, plus FSCIL and LAE extras
+when present) and the machine it ran on go to ``experiments/results/<grid>.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_one(overrides: list, out_dir: Path) -> None:
+    done = out_dir / "metrics.json"
+    if done.exists() and json.loads(done.read_text()).get("n_experiences_done") == json.loads(done.read_text()).get("n_experiences"):
+        return
+    resume = ["resume=true"] if (out_dir / "checkpoint.pt").exists() else []
+    cmd = [sys.executable, "-m", "clpet.cli", "run", *overrides, f"out_dir={out_dir}", "progress=false", *resume]
+    print("$", " ".join(cmd[2:]), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def mean_std(values: list) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "–"
+    if len(vals) == 1:
+        return f"{vals[0]:.2f}"
+    return f"{np.mean(vals):.2f} ± {np.std(vals, ddof=1):.2f}"
+
+
+def table(grid: dict, base: Path) -> str:
+    cols = ["A_last", "A_avg", "forgetting", "plasticity"]
+    lines = []
+    for sc in grid["scenarios"]:
+        rows, extra_cols = [], []
+        for var in grid["variants"]:
+            if sc["name"] in var.get("skip", []):
+                continue
+            ms = []
+            for seed in grid["seeds"]:
+                f = base / sc["name"] / var["label"] / f"seed{seed}" / "metrics.json"
+                if f.exists():
+                    ms.append(json.loads(f.read_text()))
+            if not ms:
+                continue
+            row = {"variant": var["label"], "n": len(ms)}
+            for c in cols:
+                row[c] = mean_std([m.get(c) for m in ms])
+            if any("fscil" in m for m in ms):
+                row["perf. drop"] = mean_std([m["fscil"]["performance_drop"] for m in ms if "fscil" in m])
+                row["novel (last)"] = mean_std([m["fscil"]["novel_acc"][-1] for m in ms if "fscil" in m])
+            if any("lae_online_acc" in m for m in ms):
+                row["online / offline"] = (f"{mean_std([m.get('lae_online_acc') for m in ms])} / "
+                                           f"{mean_std([m.get('lae_offline_acc') for m in ms])}")
+            row["trainable params"] = f"{int(np.median([m.get('trainable_params', 0) for m in ms])):,}"
+            row["wall time (s)"] = mean_std([m.get("wall_time_s") for m in ms])
+            rows.append(row)
+            extra_cols += [k for k in row if k not in extra_cols]
+        if not rows:
+            continue
+        header = [k for k in extra_cols]
+        lines += [f"### {sc['name']}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(str(r.get(k, "")) for k in header) + " |" for r in rows]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("grid")
+    ap.add_argument("--only", default="", help="run only scenario/variant labels containing this")
+    ap.add_argument("--table-only", action="store_true")
+    ns = ap.parse_args()
+    grid_path = Path(ns.grid)
+    grid = yaml.safe_load(grid_path.read_text())
+    base = ROOT / "experiments" / "runs" / grid_path.stem
+    if not ns.table_only:
+        for sc in grid["scenarios"]:
+            for var in grid["variants"]:
+                if sc["name"] in var.get("skip", []):
+                    continue
+                if ns.only and ns.only not in f"{sc['name']}/{var['label']}":
+                    continue
+                for seed in grid["seeds"]:
+                    out = base / sc["name"] / var["label"] / f"seed{seed}"
+                    run_one([*sc.get("overrides", []), *var["overrides"], f"seed={seed}"], out)
+    out = ROOT / "experiments" / "results" / f"{grid_path.stem}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
+    text = (f"# {grid.get('title', grid_path.stem)}\n\n{grid.get('description', '').strip()}\n\n"
+            f"Produced by `.venv/bin/python experiments/run_grid.py {grid_path.relative_to(ROOT)}` "
+            f"on {machine}. Seeds: {grid['seeds']}; mean ± sample std over seeds.\n\n{table(grid, base)}\n")
+    out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
