@@ -14,7 +14,8 @@ that DataLoader workers call; it holds transforms only, never model parameters.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence, Tuple
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -118,4 +119,21 @@ class ImagePreprocess:
     def __call__(self, inputs: Sequence[Any]) -> torch.Tensor:
         if len(inputs) == 0:
             raise ValueError("cannot preprocess an empty batch of images")
-        return torch.stack([self.transform(load_image(x)) for x in inputs])  # (B, 3, H, W)
+        with one_torch_thread():
+            return torch.stack([self.transform(load_image(x)) for x in inputs])  # (B, 3, H, W)
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run per-image tensor ops on one intra-op thread, as DataLoader workers do. In the main process
+    (``num_workers=0``) torch's thread pool otherwise fights over tiny per-image ops: 4-8x slower on 2 cores
+    (experiments/bench/INPUT_PIPELINE.md)."""
+    before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
