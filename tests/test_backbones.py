@@ -341,3 +341,19 @@ def test_efficientnet_lite0_classifies_real_image():
         assert torch.allclose(model.forward_head(model.forward_features(x), pre_logits=True),
                               bb.eval().features(x), atol=1e-5)  # the backbone is the classifier's trunk
     assert logits.argmax(1).tolist() == [954, 879]
+
+
+def test_timm_reference_preprocessing_keys():
+    """LAE/SimpleCIL/APER reference transforms: Resize(256)+CenterCrop(224), no mean/std, RRC scale, no jitter."""
+    from clpet.backbones import build_backbone
+
+    cfg = {"name": "timm", "model": "vit_tiny_patch16_224", "pretrained": False, "normalize": False,
+           "crop_pct": 0.875, "train_scale": [0.05, 1.0], "interpolation": "bilinear"}
+    b = build_backbone(cfg)
+    test_ops = [repr(t) for t in b.preprocess_fn(train=False).transform.transforms]
+    train_ops = b.preprocess_fn(train=True).transform.transforms
+    assert any("Resize(size=256" in t for t in test_ops) and any("CenterCrop(size=(224, 224))" in t for t in test_ops)
+    assert train_ops[0].scale == (0.05, 1.0)
+    assert not any("ColorJitter" in repr(t) for t in train_ops)
+    with pytest.raises(ValueError, match="crop_pct"):
+        build_backbone({**cfg, "crop_pct": 1.5})

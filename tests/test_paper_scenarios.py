@@ -174,7 +174,7 @@ def test_cifar100_downloads_through_torchvision_when_online(tmp_path, monkeypatc
 
     monkeypatch.setattr(cifar_mod, "_online", lambda *a, **k: True)
     monkeypatch.setattr(torchvision.datasets, "CIFAR100", FakeTorchvisionCIFAR100)
-    s = CIFAR100.build({"verify_checksums": False}, 0, str(tmp_path / "dl"))
+    s = CIFAR100.build({"verify_checksums": False, "download": True}, 0, str(tmp_path / "dl"))
     assert calls and calls[0] == (str(tmp_path / "dl"), True, True) and s.n_classes == 100
 
     class Failing:
@@ -183,7 +183,7 @@ def test_cifar100_downloads_through_torchvision_when_online(tmp_path, monkeypatc
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR100", Failing)
     with pytest.raises(FileNotFoundError) as info:
-        CIFAR100.build({}, 0, str(tmp_path / "dl2"))
+        CIFAR100.build({"download": True}, 0, str(tmp_path / "dl2"))
     assert "download failed (HTTP Error 503" in one_line(info)
 
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlparse
 
 import timm
@@ -118,6 +118,12 @@ class TimmBackbone(TimmImageBackbone):
         weights: Optional[str] = None  # local .safetensors / .pth / .npz file, or a directory with model.safetensors
         normalize: bool = True  # false: pixels in [0, 1], no mean/std (LAE / SimpleCIL reference settings)
         image_size: Optional[int] = None  # default: the model's pretrained input size
+        # reference preprocessing (defaults: the model's pretrained config). LAE / SimpleCIL / APER test with
+        # Resize(256) + CenterCrop(224): crop_pct=0.875; APER trains with RandomResizedCrop scale [0.05, 1.0]
+        crop_pct: Optional[float] = None  # test: Resize(size / crop_pct) + CenterCrop(size)
+        train_scale: Optional[List[float]] = None  # RandomResizedCrop scale range for training
+        interpolation: Optional[str] = None  # bilinear | bicubic
+        color_jitter: float = 0.0  # timm's training default is 0.4; the CL reference codes use crop + flip only
 
     def __init__(self, cfg: "TimmBackbone.Config") -> None:
         if not timm.is_model(cfg.model):
@@ -150,11 +156,22 @@ class TimmBackbone(TimmImageBackbone):
             data["input_size"] = (3, int(cfg.image_size), int(cfg.image_size))
         if not cfg.normalize:  # timm's own normalize=False returns uint8 tensors (for its GPU prefetcher)
             data["mean"], data["std"] = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-        train_pre = ImagePreprocess(timm.data.create_transform(**data, is_training=True))
+        if cfg.crop_pct is not None:
+            if not 0.0 < cfg.crop_pct <= 1.0:
+                raise ValueError(f"backbone.crop_pct must be in (0, 1], got {cfg.crop_pct}")
+            data["crop_pct"] = float(cfg.crop_pct)
+        if cfg.interpolation is not None:
+            if cfg.interpolation not in ("bilinear", "bicubic"):
+                raise ValueError(f"unknown backbone.interpolation '{cfg.interpolation}'; valid: bilinear, bicubic")
+            data["interpolation"] = cfg.interpolation
+        train_kwargs: Dict[str, Any] = {"color_jitter": float(cfg.color_jitter) or None}
+        if cfg.train_scale:
+            train_kwargs["scale"] = tuple(float(v) for v in cfg.train_scale)
+        train_pre = ImagePreprocess(timm.data.create_transform(**data, is_training=True, **train_kwargs))
         test_pre = ImagePreprocess(timm.data.create_transform(**data, is_training=False))
         key = (f"{cfg.name}|{cfg.model}|{os.path.abspath(weights) + '|' + file_stamp(weights) if weights else 'random'}"
                f"|size={data['input_size'][-1]}|crop={data.get('crop_pct')}|{data.get('interpolation')}"
-               f"|normalize={cfg.normalize}")
+               f"|normalize={cfg.normalize}")  # train_scale only affects training, never cached features
         super().__init__(model, train_pre, test_pre, key)
         self.data_config = data
 

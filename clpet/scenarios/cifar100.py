@@ -135,7 +135,7 @@ class CIFAR100(ScenarioBuilder):
     @dataclass
     class Config(PaperConfig):
         name: str = "cifar100"
-        download: bool = True  # fetch through torchvision when absent and the machine is online
+        download: bool = False  # true: fetch through torchvision when absent (needs network; off by default)
         order: Any = "seed1993"
         init: int = 0
         increment: int = 5  # B0Inc5, the APER table's CIFAR setting

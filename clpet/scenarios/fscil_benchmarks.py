@@ -135,7 +135,7 @@ class CIFAR100FSCIL(ScenarioBuilder):
     @dataclass
     class Config(BenchmarkFSCILConfig):
         name: str = "cifar100-fscil"
-        download: bool = True
+        download: bool = False  # true: torchvision downloads CIFAR-100 when absent (needs network)
         base_classes: int = 60
         ways: int = 5
         shots: int = 5
