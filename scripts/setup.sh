@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 EXTRAS="models"
-[[ "${1:-}" == "--dev" ]] && EXTRAS="models,dev"
+[[ "${1:-}" == "--dev" ]] && EXTRAS="models,dev,avalanche"
 DEBIAN_PACKAGES="wordnet-base openclipart-png dataset-fashion-mnist"
 PYTHON="${PYTHON:-python3}"
 

@@ -15,6 +15,7 @@ from clpet.scenarios.base import (
 # importing a scenario module registers its scenario
 from clpet.scenarios import clipart, fashion_mnist, image_folder, synthetic, text_csv, wordnet  # noqa: F401
 from clpet.scenarios import cifar100, fscil, fscil_benchmarks, imagenet_r, presplit  # noqa: F401
+from clpet.scenarios import avalanche_scenario  # noqa: F401  (imports Avalanche only when built)
 
 __all__ = [
     "MODALITIES",
