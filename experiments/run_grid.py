@@ -25,9 +25,16 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def finished(out_dir: Path) -> bool:
+    f = out_dir / "metrics.json"
+    if not f.exists():
+        return False
+    m = json.loads(f.read_text())
+    return m.get("n_experiences_done") == m.get("n_experiences")
+
+
 def run_one(overrides: list, out_dir: Path) -> None:
-    done = out_dir / "metrics.json"
-    if done.exists() and json.loads(done.read_text()).get("n_experiences_done") == json.loads(done.read_text()).get("n_experiences"):
+    if finished(out_dir):
         return
     resume = ["resume=true"] if (out_dir / "checkpoint.pt").exists() else []
     cmd = [sys.executable, "-m", "clpet.cli", "run", *overrides, f"out_dir={out_dir}", "progress=false", *resume]
@@ -54,9 +61,9 @@ def table(grid: dict, base: Path) -> str:
                 continue
             ms = []
             for seed in grid["seeds"]:
-                f = base / sc["name"] / var["label"] / f"seed{seed}" / "metrics.json"
-                if f.exists():
-                    ms.append(json.loads(f.read_text()))
+                run = base / sc["name"] / var["label"] / f"seed{seed}"
+                if finished(run):
+                    ms.append(json.loads((run / "metrics.json").read_text()))
             if not ms:
                 continue
             row = {"variant": var["label"], "n": len(ms)}
@@ -87,7 +94,7 @@ def main() -> None:
     ap.add_argument("--only", default="", help="run only scenario/variant labels containing this")
     ap.add_argument("--table-only", action="store_true")
     ns = ap.parse_args()
-    grid_path = Path(ns.grid)
+    grid_path = Path(ns.grid).resolve()
     grid = yaml.safe_load(grid_path.read_text())
     base = ROOT / "experiments" / "runs" / grid_path.stem
     if not ns.table_only:
@@ -100,12 +107,17 @@ def main() -> None:
                 for seed in grid["seeds"]:
                     out = base / sc["name"] / var["label"] / f"seed{seed}"
                     run_one([*sc.get("overrides", []), *var["overrides"], f"seed={seed}"], out)
+    planned = [(sc["name"], var["label"], seed) for sc in grid["scenarios"] for var in grid["variants"]
+               if sc["name"] not in var.get("skip", []) for seed in grid["seeds"]]
+    done = sum(finished(base / n / v / f"seed{k}") for n, v, k in planned)
+    status = "complete" if done == len(planned) else f"PARTIAL: {done} of {len(planned)} runs finished so far"
     out = ROOT / "experiments" / "results" / f"{grid_path.stem}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
     text = (f"# {grid.get('title', grid_path.stem)}\n\n{grid.get('description', '').strip()}\n\n"
             f"Produced by `.venv/bin/python experiments/run_grid.py {grid_path.relative_to(ROOT)}` "
-            f"on {machine}. Seeds: {grid['seeds']}; mean ± sample std over seeds.\n\n{table(grid, base)}\n")
+            f"on {machine}. Seeds: {grid['seeds']}; mean ± sample std over seeds (`n` = seeds finished).\n\n"
+            f"Status: {status}.\n\n{table(grid, base)}\n")
     out.write_text(text)
     print(text)
 
