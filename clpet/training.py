@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from clpet.backbones.base import batch_to
 from clpet.data import make_loader

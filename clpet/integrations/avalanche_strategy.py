@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from clpet.integrations.avalanche_compat import require_avalanche
 
@@ -81,9 +81,9 @@ class SampleCollate:
 
 
 def progress(loader: DataLoader, desc: str, show: bool) -> Any:
-    """The loader wrapped as clpet's loops wrap theirs. Not cosmetic: ``tqdm.auto``'s constructor opens one
-    iterator of the loader (drawing a base seed from its generator, or from the global RNG for unshuffled
-    loaders) before the iteration that is used, and the runner's shuffle orders and RNG stream include that."""
+    """The loader wrapped as clpet's loops wrap theirs (plain ``tqdm``, which opens no iterator of its own: the
+    asyncio-capable ``tqdm.auto`` did, costing an extra DataLoader iterator, a generator draw and a second worker
+    start per loop), so the strategy consumes random numbers exactly as the runner does."""
     return tqdm(loader, desc=desc, disable=not show, leave=False)
 
 

@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterable, Optional
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from clpet.backbones.base import Backbone, batch_to
 from clpet.context import RunContext
