@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -89,21 +89,29 @@ class OpenClipart(ScenarioBuilder):
     @classmethod
     def build(cls, cfg: Any, seed: int, data_root: Optional[str]) -> Scenario:
         cfg = as_config(cls.Config, cfg)
-        root = resolve_root(cfg.root, data_root, DEFAULT_ROOT)
-        if not os.path.isdir(root):
-            raise FileNotFoundError(
-                f"OpenClipart PNGs not found at {root} (expected <topic>/<subtopic>/*.png folders); "
-                "install them with: apt-get install openclipart-png, or set scenario.root=PATH"
-            )
-        names, files = scan_classes(root, list(cfg.exclude), cfg.min_images_per_class, cfg.max_megapixels)
-        if not names:
-            raise ValueError(
-                f"no folder under {root} has at least min_images_per_class={cfg.min_images_per_class} usable PNGs"
-            )
-        paths = [p for group in files for p in group]
-        labels = np.repeat(np.arange(len(names)), [len(g) for g in files])
-        ids = np.arange(len(paths), dtype=np.int64)  # position in the sorted (folder, file) list
-        tr, te = holdout_split(labels, cfg.test_fraction, cfg.data_seed)
-        train = SampleSet([paths[i] for i in tr], labels[tr], ids[tr], "image", "train")
-        test = SampleSet([paths[i] for i in te], labels[te], ids[te], "image", "test")
-        return finish_stream(cfg, "clipart", train, test, names, seed, info={"root": root, "source": "openclipart-png"})
+        train, test, names, info = load_clipart(cfg, data_root)
+        return finish_stream(cfg, "clipart", train, test, names, seed, info=info)
+
+
+def load_clipart(cfg: Any, data_root: Optional[str]) -> Tuple[SampleSet, SampleSet, List[str], Dict[str, Any]]:
+    """(train, test, class names, info) of the OpenClipart classes: a per-class held-out split drawn with
+    ``cfg.data_seed``; ``cfg`` needs ``root``, ``exclude``, ``min_images_per_class``, ``max_megapixels``,
+    ``test_fraction`` (the ``clipart`` and ``clipart-fscil`` scenarios share it)."""
+    root = resolve_root(cfg.root, data_root, DEFAULT_ROOT)
+    if not os.path.isdir(root):
+        raise FileNotFoundError(
+            f"OpenClipart PNGs not found at {root} (expected <topic>/<subtopic>/*.png folders); "
+            "install them with: apt-get install openclipart-png, or set scenario.root=PATH"
+        )
+    names, files = scan_classes(root, list(cfg.exclude), cfg.min_images_per_class, cfg.max_megapixels)
+    if not names:
+        raise ValueError(
+            f"no folder under {root} has at least min_images_per_class={cfg.min_images_per_class} usable PNGs"
+        )
+    paths = [p for group in files for p in group]
+    labels = np.repeat(np.arange(len(names)), [len(g) for g in files])
+    ids = np.arange(len(paths), dtype=np.int64)  # position in the sorted (folder, file) list
+    tr, te = holdout_split(labels, cfg.test_fraction, cfg.data_seed)
+    train = SampleSet([paths[i] for i in tr], labels[tr], ids[tr], "image", "train")
+    test = SampleSet([paths[i] for i in te], labels[te], ids[te], "image", "test")
+    return train, test, names, {"root": root, "source": "openclipart-png"}

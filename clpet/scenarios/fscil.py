@@ -17,7 +17,6 @@ different base/novel partitions with the same shots per class.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -28,7 +27,7 @@ from clpet.scenarios import clipart as _clipart
 from clpet.scenarios import wordnet as _wordnet
 from clpet.scenarios._paper import resolve_order
 from clpet.scenarios.base import Experience, SampleSet, Scenario, ScenarioBuilder, ScenarioConfig, cap_per_class
-from clpet.scenarios.common import as_config, holdout_split, resolve_root
+from clpet.scenarios.common import as_config
 
 PROTOCOL = "few-shot-class-incremental"
 
@@ -218,24 +217,7 @@ class ClipartFSCIL(ScenarioBuilder):
     @classmethod
     def build(cls, cfg: Any, seed: int, data_root: Optional[str]) -> Scenario:
         cfg = as_config(cls.Config, cfg)
-        root = resolve_root(cfg.root, data_root, _clipart.DEFAULT_ROOT)
-        if not os.path.isdir(root):
-            raise FileNotFoundError(
-                f"OpenClipart PNGs not found at {root} (expected <topic>/<subtopic>/*.png folders); "
-                "install them with: apt-get install openclipart-png, or set scenario.root=PATH"
-            )
-        names, files = _clipart.scan_classes(root, list(cfg.exclude), cfg.min_images_per_class, cfg.max_megapixels)
-        if not names:
-            raise ValueError(
-                f"no folder under {root} has at least min_images_per_class={cfg.min_images_per_class} usable PNGs"
-            )
-        paths = [p for group in files for p in group]
-        labels = np.repeat(np.arange(len(names)), [len(g) for g in files])
-        ids = np.arange(len(paths), dtype=np.int64)
-        tr, te = holdout_split(labels, cfg.test_fraction, cfg.data_seed)
-        train = SampleSet([paths[i] for i in tr], labels[tr], ids[tr], "image", "train")
-        test = SampleSet([paths[i] for i in te], labels[te], ids[te], "image", "test")
-        info = {"root": root, "source": "openclipart-png"}
+        train, test, names, info = _clipart.load_clipart(cfg, data_root)
         return finish_fscil(cfg, "clipart-fscil", train, test, names, seed, info=info)
 
 
@@ -259,26 +241,5 @@ class WordNetFSCIL(ScenarioBuilder):
     @classmethod
     def build(cls, cfg: Any, seed: int, data_root: Optional[str]) -> Scenario:
         cfg = as_config(cls.Config, cfg)
-        root = resolve_root(cfg.root, data_root, _wordnet.DEFAULT_ROOT)
-        missing = [f for f in _wordnet.DATA_FILES if not os.path.isfile(os.path.join(root, f))]
-        if missing:
-            raise FileNotFoundError(
-                f"WordNet data not found at {root} (missing {', '.join(missing)}); "
-                "install it with: apt-get install wordnet-base, or set scenario.root=PATH"
-            )
-        texts: List[str] = []
-        labels: List[int] = []
-        for fname in _wordnet.DATA_FILES:
-            t, y = _wordnet.parse_data_file(os.path.join(root, fname))
-            texts.extend(t)
-            labels.extend(y)
-        lex = np.asarray(labels, dtype=np.int64)
-        ids = np.arange(len(lex), dtype=np.int64)
-        present = np.unique(lex)
-        y = np.searchsorted(present, lex)
-        names = [_wordnet.LEXNAMES[i] for i in present]
-        tr, te = holdout_split(y, cfg.test_fraction, cfg.data_seed)
-        train = SampleSet([texts[i] for i in tr], y[tr], ids[tr], "text", "train")
-        test = SampleSet([texts[i] for i in te], y[te], ids[te], "text", "test")
-        info = {"root": root, "source": "wordnet-base"}
+        train, test, names, info = _wordnet.load_wordnet(cfg, data_root)
         return finish_fscil(cfg, "wordnet-fscil", train, test, names, seed, info=info)

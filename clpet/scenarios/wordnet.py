@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -88,26 +88,32 @@ class WordNetSupersenses(ScenarioBuilder):
     @classmethod
     def build(cls, cfg: Any, seed: int, data_root: Optional[str]) -> Scenario:
         cfg = as_config(cls.Config, cfg)
-        root = resolve_root(cfg.root, data_root, DEFAULT_ROOT)
-        missing = [f for f in DATA_FILES if not os.path.isfile(os.path.join(root, f))]
-        if missing:
-            raise FileNotFoundError(
-                f"WordNet data not found at {root} (missing {', '.join(missing)}); "
-                "install it with: apt-get install wordnet-base, or set scenario.root=PATH"
-            )
-        texts: List[str] = []
-        labels: List[int] = []
-        for name in DATA_FILES:
-            file_texts, file_labels = parse_data_file(os.path.join(root, name))
-            texts.extend(file_texts)
-            labels.extend(file_labels)
-        lex = np.asarray(labels, dtype=np.int64)
-        ids = np.arange(len(lex), dtype=np.int64)  # position in (file, offset) order: stable across runs
-        present = np.unique(lex)  # all 45 in WordNet 3.0; fewer only in a partial copy
-        y = np.searchsorted(present, lex)
-        class_names = [LEXNAMES[i] for i in present]
-        tr, te = holdout_split(y, cfg.test_fraction, cfg.data_seed)
-        train = SampleSet([texts[i] for i in tr], y[tr], ids[tr], "text", "train")
-        test = SampleSet([texts[i] for i in te], y[te], ids[te], "text", "test")
-        info = {"root": root, "source": "wordnet-base"}
-        return finish_stream(cfg, "wordnet", train, test, class_names, seed, info=info)
+        train, test, names, info = load_wordnet(cfg, data_root)
+        return finish_stream(cfg, "wordnet", train, test, names, seed, info=info)
+
+
+def load_wordnet(cfg: Any, data_root: Optional[str]) -> Tuple[SampleSet, SampleSet, List[str], Dict[str, Any]]:
+    """(train, test, class names, info) of the supersense task: a per-class held-out split drawn with
+    ``cfg.data_seed``; ``cfg`` needs ``root`` and ``test_fraction`` (``wordnet`` and ``wordnet-fscil`` share it)."""
+    root = resolve_root(cfg.root, data_root, DEFAULT_ROOT)
+    missing = [f for f in DATA_FILES if not os.path.isfile(os.path.join(root, f))]
+    if missing:
+        raise FileNotFoundError(
+            f"WordNet data not found at {root} (missing {', '.join(missing)}); "
+            "install it with: apt-get install wordnet-base, or set scenario.root=PATH"
+        )
+    texts: List[str] = []
+    labels: List[int] = []
+    for name in DATA_FILES:
+        file_texts, file_labels = parse_data_file(os.path.join(root, name))
+        texts.extend(file_texts)
+        labels.extend(file_labels)
+    lex = np.asarray(labels, dtype=np.int64)
+    ids = np.arange(len(lex), dtype=np.int64)  # position in (file, offset) order: stable across runs
+    present = np.unique(lex)  # all 45 in WordNet 3.0; fewer only in a partial copy
+    y = np.searchsorted(present, lex)
+    class_names = [LEXNAMES[i] for i in present]
+    tr, te = holdout_split(y, cfg.test_fraction, cfg.data_seed)
+    train = SampleSet([texts[i] for i in tr], y[tr], ids[tr], "text", "train")
+    test = SampleSet([texts[i] for i in te], y[te], ids[te], "text", "test")
+    return train, test, class_names, {"root": root, "source": "wordnet-base"}
