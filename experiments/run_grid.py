@@ -7,7 +7,7 @@ e.g. ``method=lae method.pet=lora``, optionally ``skip`` scenarios where the var
 Every run goes to ``experiments/runs/<grid>/<scenario>/<variant>/seed<k>`` (git-ignored); a finished run is
 skipped and a killed one resumes, so the script can be stopped and restarted at will. The table (mean ± std over
 seeds of A_last, A_avg, forgetting, plasticity, trainable parameters, wall time, plus FSCIL and LAE extras
-when present) and the machine it ran on go to ``experiments/results/<grid>.md``.
+when present), the machine it ran on and the commit(s) of the code that made the runs go to ``experiments/results/<grid>.md``.
 """
 from __future__ import annotations
 
@@ -33,13 +33,44 @@ def finished(out_dir: Path) -> bool:
     return m.get("n_experiences_done") == m.get("n_experiences")
 
 
+def code_commit() -> str:
+    """The commit the runs are made with, ``+dirty`` when the work tree has uncommitted changes to tracked files."""
+    git = ["git", "-C", str(ROOT)]
+    try:
+        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
 def run_one(overrides: list, out_dir: Path) -> None:
     if finished(out_dir):
         return
     resume = ["resume=true"] if (out_dir / "checkpoint.pt").exists() else []
     cmd = [sys.executable, "-m", "clpet.cli", "run", *overrides, f"out_dir={out_dir}", "progress=false", *resume]
     print("$", " ".join(cmd[2:]), flush=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    commits = out_dir / "code_commit.txt"
+    commits.write_text((commits.read_text() if commits.exists() else "") + code_commit() + "\n")
     subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def run_commits(run: Path) -> set:
+    f = run / "code_commit.txt"
+    return set(f.read_text().split()) if f.exists() else {"unrecorded"}
 
 
 def mean_std(values: list) -> str:
@@ -110,13 +141,16 @@ def main() -> None:
     planned = [(sc["name"], var["label"], seed) for sc in grid["scenarios"] for var in grid["variants"]
                if sc["name"] not in var.get("skip", []) for seed in grid["seeds"]]
     done = sum(finished(base / n / v / f"seed{k}") for n, v, k in planned)
+    commits = sorted(set().union(*[run_commits(base / n / v / f"seed{k}") for n, v, k in planned
+                                   if finished(base / n / v / f"seed{k}")]))
     status = "complete" if done == len(planned) else f"PARTIAL: {done} of {len(planned)} runs finished so far"
     out = ROOT / "experiments" / "results" / f"{grid_path.stem}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}"
+    machine = f"{cpu_name()} ({platform.machine()}), {os.cpu_count()} cores, Python {platform.python_version()}"
     text = (f"# {grid.get('title', grid_path.stem)}\n\n{grid.get('description', '').strip()}\n\n"
             f"Produced by `.venv/bin/python experiments/run_grid.py {grid_path.relative_to(ROOT)}` "
-            f"on {machine}. Seeds: {grid['seeds']}; mean ± sample std over seeds (`n` = seeds finished).\n\n"
+            f"on {machine}, code at commit {', '.join(commits) or '–'}. Seeds: {grid['seeds']}; "
+            f"mean ± sample std over seeds (`n` = seeds finished).\n\n"
             f"Status: {status}.\n\n{table(grid, base)}\n")
     out.write_text(text)
     print(text)
