@@ -49,6 +49,7 @@ class RunConfig:
     num_workers: int = 0  # DataLoader worker processes
     eval_batch_size: int = 128
     cache_dir: Optional[str] = None  # keep frozen-backbone features on disk across runs
+    image_cache_mb: float = 2048  # decoded image files kept in memory, sized to the transform; 0 = off
     eval_future: bool = False  # also evaluate on future experiences (fills the upper triangle, for FWT)
     checkpoint: bool = True  # write checkpoint.pt after every experience (needed for resume)
     plots: bool = True
@@ -191,6 +192,8 @@ def validate(cfg: DictConfig) -> Resolved:
     for key in ("num_workers", "eval_batch_size"):
         if getattr(run, key) < (0 if key == "num_workers" else 1):
             raise ConfigError(f"{key} must be {'>= 0' if key == 'num_workers' else '>= 1'}, got {getattr(run, key)}")
+    if run.image_cache_mb < 0:
+        raise ConfigError(f"image_cache_mb must be >= 0 (0 turns the decoded-image cache off), got {run.image_cache_mb}")
     if run.resume and not run.out_dir:
         raise ConfigError("resume=true needs out_dir=PATH (the run folder to continue)")
     if run.data_root is not None:

@@ -17,7 +17,9 @@ import yaml
 from clpet.config import ConfigError, Resolved, one_line
 from clpet.context import RunContext, resolve_device
 from clpet.features import FeatureCache
+from clpet.methods.base import Method
 from clpet.registry import BACKBONES, METHODS, SCENARIOS
+from clpet.scenarios.base import Scenario
 
 SUMMARY_KEYS = ("A_last", "A_avg", "forgetting", "bwt", "plasticity", "wall_time_s")
 FSCIL = "few-shot-class-incremental"
@@ -37,6 +39,30 @@ def default_out_dir(scenario: str, method: str, seed: int) -> Path:
         k += 1
         path = base.with_name(f"{base.name}-{k}")
     return path
+
+
+def build_method(cfg: Resolved, scenario: Scenario, device: Optional[torch.device] = None) -> Method:
+    """Backbone, method and run context from ``cfg``, the method set up on ``scenario`` (PETs attached, heads
+    ready) -- the order ``clpet run`` uses, so the same seed gives the same initial weights. Any rejection
+    (unknown name, missing file, unsupported PET/backbone pair) is one ``ConfigError`` line, raised before work.
+    The caller seeds the global RNGs first (``seed_everything``)."""
+    run_cfg = cfg.run
+    try:
+        device = device if device is not None else resolve_device(run_cfg.device)
+        backbone = BACKBONES.get(cfg.backbone.name).from_config(cfg.backbone)
+        if backbone.modality != scenario.modality:
+            raise ValueError(f"backbone '{cfg.backbone.name}' reads {backbone.modality} but scenario "
+                             f"'{scenario.name}' is {scenario.modality}")
+        backbone.enable_image_cache(run_cfg.image_cache_mb)
+        method = METHODS.get(cfg.method.name)(cfg.method)
+        ctx = RunContext(
+            device=device, seed=run_cfg.seed, num_workers=run_cfg.num_workers, eval_batch_size=run_cfg.eval_batch_size,
+            progress=run_cfg.progress, feature_cache=FeatureCache(run_cfg.cache_dir),
+        )
+        method.setup(backbone, scenario, ctx)  # attaches PETs: an unsupported combination fails here
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        raise ConfigError(one_line(exc)) from None
+    return method
 
 
 def prepare_folder(cfg: Resolved) -> Path:
@@ -72,18 +98,10 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
 
     try:  # everything that can reject the config or miss a file, before any work
         scenario = SCENARIOS.get(cfg.scenario.name).build(cfg.scenario, seed=run_cfg.seed, data_root=run_cfg.data_root)
-        backbone = BACKBONES.get(cfg.backbone.name).from_config(cfg.backbone)
-        if backbone.modality != scenario.modality:
-            raise ValueError(f"backbone '{cfg.backbone.name}' reads {backbone.modality} but scenario "
-                             f"'{cfg.scenario.name}' is {scenario.modality}")
-        method = METHODS.get(cfg.method.name)(cfg.method)
-        ctx = RunContext(
-            device=device, seed=run_cfg.seed, num_workers=run_cfg.num_workers, eval_batch_size=run_cfg.eval_batch_size,
-            progress=run_cfg.progress, feature_cache=FeatureCache(run_cfg.cache_dir),
-        )
-        method.setup(backbone, scenario, ctx)  # attaches PETs: an unsupported combination fails here
     except (ValueError, KeyError, FileNotFoundError) as exc:
         raise ConfigError(one_line(exc)) from None
+    method = build_method(cfg, scenario, device)
+    ctx = method.ctx
     if announce is not None:
         announce()
 

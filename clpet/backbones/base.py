@@ -48,6 +48,11 @@ class Backbone(nn.Module):
 
         return site_names(self)
 
+    def enable_image_cache(self, max_mb: float) -> bool:
+        """Keep decoded image files in memory up to ``max_mb`` MiB (image backbones; see
+        ``clpet.backbones.images.DecodedImageCache``); returns whether any transform caches. Others: no-op."""
+        return False
+
     def preprocess_fn(self, train: bool) -> Callable[[Sequence[Any]], Any]:
         """A picklable callable for DataLoader ``collate_fn`` use. The default wraps ``preprocess`` and so pickles
         the whole backbone into worker processes; subclasses should return a small parameter-free transform."""

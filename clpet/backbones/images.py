@@ -10,12 +10,29 @@ into black silhouettes on black; grey images are replicated to three channels.
 ``size / crop_pct`` and centre-crop ``size``; train: ``RandomResizedCrop(size)`` and a horizontal flip), and
 :class:`ImagePreprocess` is the picklable batch function (list of raw samples -> ``(B, 3, H, W)`` float tensor)
 that DataLoader workers call; it holds transforms only, never model parameters.
+
+:class:`DecodedImageCache` keeps a decoded copy of image *files* in memory, shrunk to what the transform needs
+(issue "data pipeline speed"): big PNGs/JPEGs are decoded once per run instead of once per epoch and per
+evaluation. Which copy a transform needs is read from its first operation by :func:`source_side`:
+
+* ``Resize(s)`` (test transforms): the cached copy *is* that resize, made by the same torchvision call, so the
+  transform's output is bit-identical to the uncached one.
+* ``RandomResizedCrop(size, scale, ratio)`` (train transforms, torchvision or timm): the copy's short side is
+  shrunk to ``ceil(size / sqrt(scale_min / ratio_max))``, the side at which even the smallest, most elongated
+  crop of a square image still spans ``size`` source pixels; crops therefore see the same content at (almost)
+  the same sharpness. The random crop boxes are drawn in the smaller copy's coordinates, so a cached run's
+  augmentations are equally distributed but not the same draws as an uncached run's.
+
+The cache stops adding entries once ``max_mb`` is reached (no eviction): a small dataset is held whole, a large
+one partly. It lives in the process that preprocesses; with ``num_workers=0`` (clpet's default) that is the
+main process for the whole run.
 """
 from __future__ import annotations
 
+import math
 import os
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -110,17 +127,97 @@ class ImageTransform:
                 f"interpolation={self.interpolation}, mean={self.mean}, std={self.std})")
 
 
+def _first_op(transform: Any) -> Any:
+    inner = getattr(transform, "transform", transform)  # ImageTransform wraps a Compose
+    ops = getattr(inner, "transforms", None)
+    return ops[0] if ops else None
+
+
+def source_side(transform: Any) -> Optional[Tuple[str, Any]]:
+    """What a cached copy of an image must keep for ``transform``: ``("resize", op)`` when the transform starts
+    with an integer short-side ``Resize`` (the copy is that resize), ``("shrink", side)`` when it starts with a
+    random resized crop (the copy's short side is at most ``side``), ``None`` when it is neither (no caching)."""
+    op = _first_op(transform)
+    if isinstance(op, T.Resize):
+        size = op.size
+        if isinstance(size, int) or (isinstance(size, (list, tuple)) and len(size) == 1):
+            if op.max_size is None:
+                return ("resize", op)
+        return None
+    size, scale, ratio = (getattr(op, name, None) for name in ("size", "scale", "ratio"))
+    if size is not None and scale is not None and ratio is not None:  # torchvision or timm RandomResizedCrop
+        side = max(size) if isinstance(size, (list, tuple)) else int(size)
+        return ("shrink", int(math.ceil(side / math.sqrt(float(min(scale)) / float(max(ratio))))))
+    return None
+
+
+class DecodedImageCache:
+    """Decoded, transform-sized copies of image files, held in memory up to ``max_mb`` (see the module doc).
+
+    Entries are keyed by path, file size and modification time, so a file changed on disk is decoded again."""
+
+    def __init__(self, need: Tuple[str, Any], max_mb: float) -> None:
+        self.need, self.max_bytes = need, int(max_mb * 2**20)
+        self.bytes = 0
+        self.entries: Dict[Tuple[str, int, int], np.ndarray] = {}
+
+    def _shrunk(self, img: Image.Image) -> Image.Image:
+        kind, arg = self.need
+        if kind == "resize":
+            return arg(img)  # the transform's own Resize: bit-identical to resizing the original
+        w, h = img.size
+        if min(w, h) <= arg:
+            return img
+        f = arg / min(w, h)
+        return img.resize((max(1, round(w * f)), max(1, round(h * f))), Image.BICUBIC)  # PIL antialiases
+
+    def load(self, path: str) -> Image.Image:
+        """The cached copy of the image file ``path`` (decoded, shrunk and stored on first use)."""
+        st = os.stat(path)
+        key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+        arr = self.entries.get(key)
+        if arr is not None:
+            return Image.fromarray(arr)
+        img = self._shrunk(load_image(path))
+        arr = np.asarray(img)
+        if self.bytes + arr.nbytes <= self.max_bytes:
+            self.entries[key] = arr
+            self.bytes += arr.nbytes
+        return img
+
+    def __getstate__(self) -> dict:  # a worker started by pickling gets an empty cache, not a copy of this one
+        return {"need": self.need, "max_bytes": self.max_bytes, "bytes": 0, "entries": {}}
+
+
 class ImagePreprocess:
-    """Picklable batch function: raw image samples -> ``(B, 3, H, W)`` float32 tensor."""
+    """Picklable batch function: raw image samples -> ``(B, 3, H, W)`` float32 tensor.
+
+    ``enable_cache(max_mb)`` keeps decoded copies of image files in memory (:class:`DecodedImageCache`) when the
+    transform's first operation allows it; ``enable_cache(0)`` turns the cache off."""
 
     def __init__(self, transform: Callable[[Image.Image], torch.Tensor]) -> None:
         self.transform = transform
+        self.cache: Optional[DecodedImageCache] = None
+
+    def enable_cache(self, max_mb: float) -> bool:
+        """Cache decoded image files up to ``max_mb`` MiB; returns whether this transform can be cached."""
+        need = source_side(self.transform) if max_mb > 0 else None
+        self.cache = DecodedImageCache(need, max_mb) if need is not None else None
+        return self.cache is not None
+
+    def _load(self, x: Any) -> Image.Image:
+        if self.cache is not None and isinstance(x, (str, os.PathLike)):
+            path = os.fspath(x)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"image file not found: {path}")
+            return self.cache.load(path)
+        return load_image(x)
 
     def __call__(self, inputs: Sequence[Any]) -> torch.Tensor:
         if len(inputs) == 0:
             raise ValueError("cannot preprocess an empty batch of images")
         with one_torch_thread():
-            return torch.stack([self.transform(load_image(x)) for x in inputs])  # (B, 3, H, W)
+            return torch.stack([self.transform(self._load(x)) for x in inputs])  # (B, 3, H, W)
 
 
 @contextmanager

@@ -64,6 +64,10 @@ class TimmImageBackbone(Backbone):
     def cache_key(self) -> str:
         return self._key
 
+    def enable_image_cache(self, max_mb: float) -> bool:
+        on = [pre.enable_cache(max_mb / 2) for pre in self._pre.values()]  # the budget is split train / test
+        return any(on)
+
     def preprocess_fn(self, train: bool) -> ImagePreprocess:
         return self._pre[bool(train)]  # transforms only: cheap to pickle into DataLoader workers
 

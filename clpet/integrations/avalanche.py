@@ -61,26 +61,17 @@ def setup_method(
     validated from the method's YAML plus ``overrides`` (clpet syntax, e.g. ``"method.pet=lora"``,
     ``"backbone.pretrained=false"``), the global RNG seeded with ``seed``, then backbone, method and run
     context built in the runner's order (so the same seed gives the runner's initial weights)."""
-    from clpet.config import ConfigError, compose, one_line, rewrite_overrides, validate
-    from clpet.context import RunContext, resolve_device
-    from clpet.features import FeatureCache
-    from clpet.registry import BACKBONES, METHODS
-    from clpet.runner import seed_everything
+    from clpet.config import compose, rewrite_overrides, validate
+    from clpet.runner import build_method, seed_everything
 
-    cfg = validate(compose(rewrite_overrides([f"method={method}", f"backbone.name={backbone}", *overrides])))
+    run_keys = [f"seed={seed}", f"device={device}", f"eval_batch_size={eval_batch_size}",
+                f"num_workers={num_workers}", f"progress={str(bool(progress)).lower()}"]
+    if cache_dir is not None:
+        run_keys.append(f"cache_dir={cache_dir}")
+    cfg = validate(compose(rewrite_overrides([f"method={method}", f"backbone.name={backbone}", *run_keys,
+                                              *overrides])))
     seed_everything(seed)
-    try:
-        bb = BACKBONES.get(cfg.backbone.name).from_config(cfg.backbone)
-        if bb.modality != scenario.modality:
-            raise ValueError(f"backbone '{cfg.backbone.name}' reads {bb.modality} but the scenario is "
-                             f"{scenario.modality}")
-        m = METHODS.get(cfg.method.name)(cfg.method)
-        ctx = RunContext(device=resolve_device(device), seed=seed, num_workers=num_workers,
-                         eval_batch_size=eval_batch_size, progress=progress, feature_cache=FeatureCache(cache_dir))
-        m.setup(bb, scenario, ctx)
-    except (ValueError, KeyError, FileNotFoundError) as exc:
-        raise ConfigError(one_line(exc)) from None
-    return m
+    return build_method(cfg, scenario)
 
 
 __all__ = [
