@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager
+from typing import Any, Callable, ContextManager, Optional
 
 import torch
 
@@ -20,6 +20,9 @@ class RunContext:
     amp: bool = True  # bf16 autocast, used on CUDA only
     feature_cache: FeatureCache = field(default_factory=FeatureCache)
     log: Callable[[str], None] = print
+    # another training loop hosting the method (Avalanche's ClpetStrategy): ``clpet.training.fit`` hands its
+    # calls to it (same signature); None = clpet's own loop
+    trainer: Optional[Callable[..., Any]] = None
 
     def autocast(self) -> ContextManager:
         """bf16 autocast on CUDA (DESIGN.md, "Performance principles"); a no-op on CPU."""

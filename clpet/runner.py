@@ -136,7 +136,7 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
     for t in range(start, T):
         exp = scenario[t]
         tic = time.perf_counter()
-        method.learn(exp)
+        method.learn_experience(exp)
         train_s = time.perf_counter() - tic
         last = T if run_cfg.eval_future else t + 1
         for j in range(last):

@@ -94,7 +94,25 @@ def fit(
     The shuffle order of epoch e draws from a generator seeded with ``(seed, e)``, so an experience trains
     identically whether the run was resumed or not. ``param_groups`` defaults to one group of
     ``method.trainable_parameters()``; the optimizer is built over those with ``requires_grad`` only.
+
+    When ``method.ctx.trainer`` is set (another training loop hosting the method, e.g. the Avalanche strategy),
+    the call goes to it with the same arguments; :func:`train_loop` is clpet's own loop.
     """
+    trainer = method.ctx.trainer
+    if trainer is not None:
+        return trainer(method, samples, cfg, seed, param_groups, desc)
+    return train_loop(method, samples, cfg, seed, param_groups, desc)
+
+
+def train_loop(
+    method: "Method",
+    samples: SampleSet,
+    cfg: OptimConfig,
+    seed: int,
+    param_groups: Optional[ParamGroups] = None,
+    desc: str = "train",
+) -> List[Dict[str, float]]:
+    """clpet's training loop (what :func:`fit` runs when no other trainer is set)."""
     ctx = method.ctx
     groups = param_groups if param_groups is not None else [{"params": list(method.trainable_parameters())}]
     optimizer = build_optimizer(groups, cfg)

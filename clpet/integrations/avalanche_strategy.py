@@ -1,9 +1,10 @@
 """clpet methods inside Avalanche's training loop: :class:`ClpetStrategy` (a ``SupervisedTemplate``) and
 :class:`ClpetPlugin` (a ``SupervisedPlugin`` for methods that are add-ons to plain SGD training).
 
-**How a clpet method trains in ``ClpetStrategy``.** The runner calls ``method.learn(experience)``; so does the
-strategy, from ``_train_exp``, so each method's own per-experience logic runs unchanged (LAE's offline copy,
-head growth and calibration, SimpleCIL's prototypes, ...). While ``learn`` runs, the method's call to clpet's
+**How a clpet method trains in ``ClpetStrategy``.** The runner calls ``method.learn_experience(experience)``
+(``on_experience_start``, ``learn``, ``on_experience_end``); so does the strategy, from ``_train_exp``, so each
+method's own per-experience logic runs unchanged (LAE's offline copy, head growth and calibration, SimpleCIL's
+prototypes, ...). While ``learn`` runs, the method's call to clpet's
 shared loop ``clpet.training.fit`` is routed to :meth:`ClpetStrategy.fit`, which runs Avalanche's epoch and
 iteration machinery (``training_epoch`` and every plugin callback) with clpet's optimisation semantics:
 
@@ -22,9 +23,9 @@ seeded shuffle ``(seed, epoch)``  one ``DataLoader`` per epoch over ``adapted_da
 length-ordered eval batches       ``make_eval_dataloader`` (texts by length, ``eval_batch_size``)
 ================================  =============================================================================
 
-The routing replaces the name ``fit`` in the modules that define the method's class (and ``clpet.training``)
-for the duration of ``learn`` only; a ``fit`` call on another module than the method falls through to clpet's.
-So on the same stream and seed the strategy computes what the runner computes: the same batches in the same
+The routing sets the method's ``ctx.trainer`` for the duration of ``learn`` only (``clpet.training.fit`` hands
+its calls to the trainer it finds there); a ``fit`` call for another model than the method falls through to
+clpet's own loop. So on the same stream and seed the strategy computes what the runner computes: the same batches in the same
 order, the same optimizer steps and hooks, the same evaluation batches (SimpleCIL and LAE give the runner's
 accuracy matrix on CPU; see ``tests/test_avalanche.py``).
 
@@ -37,7 +38,6 @@ their own memory) or ``strategy.optimizer`` before training (the optimizer is bu
 """
 from __future__ import annotations
 
-import sys
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
@@ -63,7 +63,6 @@ from clpet.methods.base import Method  # noqa: E402
 from clpet.scenarios.base import Experience, SampleSet  # noqa: E402
 from clpet.training import OptimConfig, ParamGroups, build_optimizer, lr_at_epoch  # noqa: E402
 
-CLPET_FIT = training.fit  # the shared loop itself (``routed_fit`` swaps the name ``fit`` only)
 
 
 class SampleCollate:
@@ -88,19 +87,15 @@ def progress(loader: DataLoader, desc: str, show: bool) -> Any:
 
 
 @contextmanager
-def routed_fit(method: Method, replacement: Any) -> Iterator[None]:
-    """Within the block, ``fit`` in ``clpet.training`` and in the modules defining ``type(method)`` and its bases
-    is ``replacement``; restored on exit."""
-    original = CLPET_FIT
-    modules = {training} | {sys.modules[c.__module__] for c in type(method).__mro__ if c.__module__ in sys.modules}
-    patched = [m for m in modules if getattr(m, "fit", None) is original]
-    for module in patched:
-        module.fit = replacement
+def routed_fit(method: Method, trainer: Any) -> Iterator[None]:
+    """Within the block, ``clpet.training.fit`` calls for ``method`` go to ``trainer`` (``method.ctx.trainer``);
+    the previous trainer is restored on exit."""
+    previous = method.ctx.trainer
+    method.ctx.trainer = trainer
     try:
         yield
     finally:
-        for module in patched:
-            module.fit = original
+        method.ctx.trainer = previous
 
 
 def matching_samples(method: Method, experience: Any) -> Optional[SampleSet]:
@@ -175,7 +170,7 @@ class ClpetStrategy(SupervisedTemplate):
         exp = clpet_experience(self.method, experience)
         self._train_samples = exp.train
         with routed_fit(self.method, self.fit):
-            self.method.learn(exp)
+            self.method.learn_experience(exp)
 
     def fit(
         self,
@@ -188,7 +183,7 @@ class ClpetStrategy(SupervisedTemplate):
     ) -> List[Dict[str, float]]:
         """``clpet.training.fit`` run by Avalanche's loop (same signature and result: per-epoch mean terms)."""
         if method is not self.method:  # another model trained by the method: clpet's own loop
-            return CLPET_FIT(method, samples, cfg, seed, param_groups, desc)
+            return training.train_loop(method, samples, cfg, seed, param_groups, desc)
         groups = param_groups if param_groups is not None else [{"params": list(method.trainable_parameters())}]
         self.optimizer = build_optimizer(groups, cfg)
         self.train_epochs, self.train_mb_size = cfg.epochs, cfg.batch_size

@@ -60,6 +60,13 @@ class Method(nn.Module):
     def learn(self, experience: Experience) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def learn_experience(self, experience: Experience) -> None:
+        """What the runner (and the Avalanche strategy) call per experience: ``on_experience_start``,
+        ``learn``, ``on_experience_end``."""
+        self.on_experience_start(experience)
+        self.learn(experience)
+        self.on_experience_end(experience)
+
     def predict(self, batch: Any) -> torch.Tensor:  # pragma: no cover - abstract
         """Logits ``(B, n_seen)`` over every class seen so far (no task id in class-incremental)."""
         raise NotImplementedError
