@@ -3,11 +3,13 @@
     .venv/bin/python experiments/run_grid.py experiments/offline_cil.yaml [--only SUBSTRING] [--table-only]
 
 The grid file names ``scenarios`` (each with its overrides), ``variants`` (a label and the overrides that make it,
-e.g. ``method=lae method.pet=lora``, optionally ``skip`` scenarios where the variant cannot run) and ``seeds``.
+e.g. ``method=lae method.pet=lora``, optionally ``skip`` scenarios where the variant cannot run), ``seeds`` and
+optionally ``reading``, the hand-written interpretation printed under the table.
 Every run goes to ``experiments/runs/<grid>/<scenario>/<variant>/seed<k>`` (git-ignored); a finished run is
 skipped and a killed one resumes, so the script can be stopped and restarted at will. The table (mean ± std over
 seeds of A_last, A_avg, forgetting, plasticity, trainable parameters, wall time, plus FSCIL and LAE extras
-when present), the machine it ran on and the commit(s) of the code that made the runs go to ``experiments/results/<grid>.md``.
+when present: FSCIL drop and novel accuracy, LAE's online/offline experts, ADAM's halves and feature
+shift), the machine it ran on and the commit(s) of the code that made the runs go to ``experiments/results/<grid>.md``.
 """
 from __future__ import annotations
 
@@ -73,13 +75,13 @@ def run_commits(run: Path) -> set:
     return set(f.read_text().split()) if f.exists() else {"unrecorded"}
 
 
-def mean_std(values: list) -> str:
+def mean_std(values: list, fmt: str = ".2f") -> str:
     vals = [v for v in values if v is not None]
     if not vals:
         return "–"
     if len(vals) == 1:
-        return f"{vals[0]:.2f}"
-    return f"{np.mean(vals):.2f} ± {np.std(vals, ddof=1):.2f}"
+        return f"{vals[0]:{fmt}}"
+    return f"{np.mean(vals):{fmt}} ± {np.std(vals, ddof=1):{fmt}}"
 
 
 def table(grid: dict, base: Path) -> str:
@@ -106,6 +108,10 @@ def table(grid: dict, base: Path) -> str:
             if any("lae_online_acc" in m for m in ms):
                 row["online / offline"] = (f"{mean_std([m.get('lae_online_acc') for m in ms])} / "
                                            f"{mean_std([m.get('lae_offline_acc') for m in ms])}")
+            if any("adam_adapted_acc" in m for m in ms):
+                row["pretrained / adapted only"] = (f"{mean_std([m.get('adam_pretrained_acc') for m in ms])} / "
+                                                    f"{mean_std([m.get('adam_adapted_acc') for m in ms])}")
+                row["feature shift"] = mean_std([m.get("adam_feature_shift") for m in ms], fmt=".1e")
             row["trainable params"] = f"{int(np.median([m.get('trainable_params', 0) for m in ms])):,}"
             row["wall time (s)"] = mean_std([m.get("wall_time_s") for m in ms])
             rows.append(row)
@@ -152,6 +158,8 @@ def main() -> None:
             f"on {machine}, code at commit {', '.join(commits) or '–'}. Seeds: {grid['seeds']}; "
             f"mean ± sample std over seeds (`n` = seeds finished).\n\n"
             f"Status: {status}.\n\n{table(grid, base)}\n")
+    if grid.get("reading"):
+        text += f"\n## Reading (written after the runs, from the numbers above)\n\n{grid['reading'].strip()}\n"
     out.write_text(text)
     print(text)
 

@@ -5,9 +5,7 @@ import numpy as np
 import torch
 
 from clpet.config import compose, rewrite_overrides, validate
-from clpet.context import RunContext
-from clpet.features import FeatureCache
-from clpet.registry import BACKBONES, METHODS
+from clpet.runner import build_method
 from clpet.scenarios.base import SampleSet, build_class_incremental
 
 
@@ -33,14 +31,14 @@ def word_stream(n_classes: int = 4, train_per_class: int = 12, test_per_class: i
 
 
 def make_method(method: str, *overrides: str, backbone: str = "tiny-text", scenario=None):
-    """(method, scenario, backbone) set up exactly as the runner would, on ``word_stream`` by default."""
-    cfg = validate(compose(rewrite_overrides([f"method={method}", f"backbone.name={backbone}", *overrides])))
+    """(method, scenario, backbone) set up exactly as the runner sets it up (``runner.build_method``, on the
+    CPU), on ``word_stream`` by default."""
+    cfg = validate(compose(rewrite_overrides([f"method={method}", f"backbone.name={backbone}", "progress=false",
+                                              "eval_batch_size=16", *overrides])))
     torch.manual_seed(0)
     scenario = scenario or word_stream()
-    bb = BACKBONES.get(cfg.backbone.name).from_config(cfg.backbone)
-    m = METHODS.get(method)(cfg.method)
-    m.setup(bb, scenario, RunContext(progress=False, feature_cache=FeatureCache(), eval_batch_size=16))
-    return m, scenario, bb
+    m = build_method(cfg, scenario, torch.device("cpu"))
+    return m, scenario, m.backbone
 
 
 def snapshot(tensors: dict) -> dict:

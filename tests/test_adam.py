@@ -64,3 +64,23 @@ def test_pretrained_backbone_never_changes(adam):
     before = {n: p.detach().clone() for n, p in bb.named_parameters() if ".pets." not in n}
     m.learn(scenario[0])
     assert all(torch.equal(before[n], p) for n, p in bb.named_parameters() if ".pets." not in n)
+
+
+def test_report_gives_each_half_alone_and_the_feature_shift():
+    m, scenario, bb = make_method("adam", "method.pet=adapter", *FAST)
+    for exp in scenario:
+        m.learn(exp)
+    r = m.report()
+    simplecil, _, _ = make_method("simplecil")
+    for exp in scenario:
+        simplecil.learn(exp)
+    from clpet.scenarios.base import SampleSet
+
+    test = SampleSet.concat([e.test for e in scenario.experiences])
+    simple_acc = float((simplecil.predict_set(test) == test.targets).mean() * 100)
+    assert r["adam_pretrained_acc"] == pytest.approx(simple_acc, abs=1e-3)  # the pretrained half is SimpleCIL
+    feats = m.merged_features(test)
+    d = bb.feature_dim
+    shift = ((feats[:, d:] - feats[:, :d]).norm(dim=1) / feats[:, :d].norm(dim=1)).mean()
+    assert r["adam_feature_shift"] == pytest.approx(float(shift), rel=1e-4) and r["adam_feature_shift"] > 0
+    assert 0 <= r["adam_adapted_acc"] <= 100

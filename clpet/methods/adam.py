@@ -138,6 +138,25 @@ class ADAM(Method):
         feats = self.merged_features(samples).to(self.ctx.device)
         return cosine_logits(feats, self.prototypes).argmax(dim=1).cpu().numpy()
 
+    @torch.inference_mode()
+    def report(self) -> Dict[str, Any]:
+        """APER's ablation (Sec. 5.3, "pre-trained only / adapted only / both"), after the last experience: the
+        accuracy on every test set of the prototype classifier on each half alone (``adam_pretrained_acc`` is
+        SimpleCIL), and ``adam_feature_shift``, the mean relative change ||f_adapted - f_pretrained|| /
+        ||f_pretrained|| over those samples -- how far the first-experience adaptation moved the features (near
+        0: the adapted half repeats the pretrained one and ADAM predicts what SimpleCIL predicts)."""
+        test = SampleSet.concat([e.test for e in self.scenario.experiences])
+        feats = self.merged_features(test).to(self.ctx.device).float()
+        d = self.backbone.feature_dim
+        targets = torch.as_tensor(test.targets, device=feats.device)
+        out: Dict[str, Any] = {}
+        for name, half in (("pretrained", slice(0, d)), ("adapted", slice(d, 2 * d))):
+            preds = cosine_logits(feats[:, half], self.prototypes[:, half].float()).argmax(dim=1)
+            out[f"adam_{name}_acc"] = round(float((preds == targets).float().mean()) * 100, 4)
+        shift = (feats[:, d:] - feats[:, :d]).norm(dim=1) / feats[:, :d].norm(dim=1).clamp_min(1e-12)
+        out["adam_feature_shift"] = float(f"{float(shift.mean()):.6g}")
+        return out
+
     # -- state ------------------------------------------------------------------------------------------------
     def count_trainable_parameters(self) -> int:
         """Parameters trained on the first experience (PET set or full copy; the cosine head is discarded)."""
