@@ -103,8 +103,12 @@ def table(grid: dict, base: Path) -> str:
             for c in cols:
                 row[c] = mean_std([m.get(c) for m in ms])
             if any("fscil" in m for m in ms):
-                row["perf. drop"] = mean_std([m["fscil"]["performance_drop"] for m in ms if "fscil" in m])
-                row["novel (last)"] = mean_std([m["fscil"]["novel_acc"][-1] for m in ms if "fscil" in m])
+                fs = [m["fscil"] for m in ms if "fscil" in m]
+                sessions = np.mean([f["session_acc"] for f in fs], axis=0)
+                row["session acc (mean)"] = " / ".join(f"{a:.1f}" for a in sessions)
+                row["perf. drop"] = mean_std([f["performance_drop"] for f in fs])
+                row["base (last)"] = mean_std([f["base_acc"][-1] for f in fs])
+                row["novel (last)"] = mean_std([f["novel_acc"][-1] for f in fs])
             if any("lae_online_acc" in m for m in ms):
                 row["online / offline"] = (f"{mean_std([m.get('lae_online_acc') for m in ms])} / "
                                            f"{mean_std([m.get('lae_offline_acc') for m in ms])}")
