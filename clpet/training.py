@@ -73,6 +73,20 @@ def build_optimizer(groups: ParamGroups, cfg: OptimConfig) -> torch.optim.Optimi
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def method_optimizer(method: "Method", cfg: OptimConfig, param_groups: Optional[ParamGroups] = None
+                     ) -> torch.optim.Optimizer:
+    """The optimizer a ``fit`` call trains with: over ``param_groups``, by default one group of
+    ``method.trainable_parameters()`` (``requires_grad`` ones only)."""
+    groups = param_groups if param_groups is not None else [{"params": list(method.trainable_parameters())}]
+    return build_optimizer(groups, cfg)
+
+
+def set_epoch_lr(optimizer: torch.optim.Optimizer, cfg: OptimConfig, epoch: int) -> None:
+    """Each group's LR for ``epoch``: the scheduled LR times the group's ``lr_scale``."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at_epoch(cfg, epoch) * group["lr_scale"]
+
+
 def lr_at_epoch(cfg: OptimConfig, epoch: int) -> float:
     """Constant, or cosine annealing to 0 over ``epochs`` (``CosineAnnealingLR(T_max=epochs)`` stepped per epoch,
     as the SimpleCIL/APER reference code schedules it)."""
@@ -114,14 +128,12 @@ def train_loop(
 ) -> List[Dict[str, float]]:
     """clpet's training loop (what :func:`fit` runs when no other trainer is set)."""
     ctx = method.ctx
-    groups = param_groups if param_groups is not None else [{"params": list(method.trainable_parameters())}]
-    optimizer = build_optimizer(groups, cfg)
+    optimizer = method_optimizer(method, cfg, param_groups)
     history: List[Dict[str, float]] = []
     preprocess = method.backbone.preprocess_fn(train=True)
     method.train()
     for epoch in range(cfg.epochs):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at_epoch(cfg, epoch) * group["lr_scale"]
+        set_epoch_lr(optimizer, cfg, epoch)
         method.before_epoch(epoch)
         loader = make_loader(
             samples, preprocess, cfg.batch_size, shuffle=True, seed=seed * 1_000_003 + epoch,

@@ -173,7 +173,10 @@ class DecodedImageCache:
 
     def load(self, path: str) -> Image.Image:
         """The cached copy of the image file ``path`` (decoded, shrunk and stored on first use)."""
-        st = os.stat(path)
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise FileNotFoundError(f"image file not found: {path}") from None
         key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
         arr = self.entries.get(key)
         if arr is not None:
@@ -207,10 +210,7 @@ class ImagePreprocess:
 
     def _load(self, x: Any) -> Image.Image:
         if self.cache is not None and isinstance(x, (str, os.PathLike)):
-            path = os.fspath(x)
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"image file not found: {path}")
-            return self.cache.load(path)
+            return self.cache.load(os.fspath(x))
         return load_image(x)
 
     def __call__(self, inputs: Sequence[Any]) -> torch.Tensor:

@@ -11,7 +11,7 @@ iteration machinery (``training_epoch`` and every plugin callback) with clpet's 
 ================================  =============================================================================
 clpet (``training.fit``)          Avalanche (``ClpetStrategy``)
 ================================  =============================================================================
-optimizer over trainable params   ``fit`` builds it with ``training.build_optimizer`` (``requires_grad`` only;
+optimizer over trainable params   ``fit`` builds it with ``training.method_optimizer`` (``requires_grad`` only;
                                   Avalanche's ``make_optimizer`` would take every parameter: disabled)
 LR schedule per epoch             set before ``before_training_epoch``
 ``before_epoch(epoch)``           ``before_training_epoch``
@@ -61,7 +61,7 @@ from clpet.data import length_order  # noqa: E402
 from clpet.integrations.avalanche_data import avalanche_dataset  # noqa: E402
 from clpet.methods.base import Method  # noqa: E402
 from clpet.scenarios.base import Experience, SampleSet  # noqa: E402
-from clpet.training import OptimConfig, ParamGroups, build_optimizer, lr_at_epoch  # noqa: E402
+from clpet.training import OptimConfig, ParamGroups, method_optimizer, set_epoch_lr  # noqa: E402
 
 
 
@@ -184,16 +184,14 @@ class ClpetStrategy(SupervisedTemplate):
         """``clpet.training.fit`` run by Avalanche's loop (same signature and result: per-epoch mean terms)."""
         if method is not self.method:  # another model trained by the method: clpet's own loop
             return training.train_loop(method, samples, cfg, seed, param_groups, desc)
-        groups = param_groups if param_groups is not None else [{"params": list(method.trainable_parameters())}]
-        self.optimizer = build_optimizer(groups, cfg)
+        self.optimizer = method_optimizer(method, cfg, param_groups)
         self.train_epochs, self.train_mb_size = cfg.epochs, cfg.batch_size
         data = self.adapted_dataset if samples is self._train_samples else avalanche_dataset(samples)
         collate = SampleCollate(method.backbone.preprocess_fn(train=True))
         history: List[Dict[str, float]] = []
         method.train()
         for epoch in range(cfg.epochs):
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr_at_epoch(cfg, epoch) * group["lr_scale"]
+            set_epoch_lr(self.optimizer, cfg, epoch)
             self._epoch, self._term_sums, self._n_batches = epoch, {}, 0
             loader = DataLoader(  # the loader clpet's make_loader builds, over the Avalanche dataset
                 data, batch_size=cfg.batch_size, shuffle=True,
