@@ -6,10 +6,12 @@ The grid file names ``scenarios`` (each with its overrides), ``variants`` (a lab
 e.g. ``method=lae method.pet=lora``, optionally ``skip`` scenarios where the variant cannot run), ``seeds`` and
 optionally ``reading``, the hand-written interpretation printed under the table.
 Every run goes to ``experiments/runs/<grid>/<scenario>/<variant>/seed<k>`` (git-ignored); a finished run is
-skipped and a killed one resumes, so the script can be stopped and restarted at will. The table (mean ± std over
-seeds of A_last, A_avg, forgetting, plasticity, trainable parameters, wall time, plus FSCIL and LAE extras
-when present: FSCIL drop and novel accuracy, LAE's online/offline experts, ADAM's halves and feature
-shift), the machine it ran on and the commit(s) of the code that made the runs go to ``experiments/results/<grid>.md``.
+skipped and a killed one resumes, so the script can be stopped and restarted at will. Runs go seed by seed (every
+variant gets seed 0 before any gets seed 1), so a grid stopped part-way still has a complete first seed.
+The table (mean ± std over seeds of A_last, A_avg, forgetting, plasticity, trainable parameters, wall time, plus
+FSCIL and LAE extras when present: FSCIL drop and novel accuracy, LAE's online/offline experts, ADAM's halves and
+feature shift), the machine it ran on and the commit(s) of the code that made the runs go to
+``experiments/results/<grid>.md``.
 """
 from __future__ import annotations
 
@@ -139,13 +141,15 @@ def main() -> None:
     grid = yaml.safe_load(grid_path.read_text())
     base = ROOT / "experiments" / "runs" / grid_path.stem
     if not ns.table_only:
-        for sc in grid["scenarios"]:
-            for var in grid["variants"]:
-                if sc["name"] in var.get("skip", []):
-                    continue
-                if ns.only and ns.only not in f"{sc['name']}/{var['label']}":
-                    continue
-                for seed in grid["seeds"]:
+        # Seed-major: every variant gets its first seed before any gets its second, so a grid stopped
+        # part-way still has one complete row set to read.
+        for seed in grid["seeds"]:
+            for sc in grid["scenarios"]:
+                for var in grid["variants"]:
+                    if sc["name"] in var.get("skip", []):
+                        continue
+                    if ns.only and ns.only not in f"{sc['name']}/{var['label']}":
+                        continue
                     out = base / sc["name"] / var["label"] / f"seed{seed}"
                     run_one([*sc.get("overrides", []), *var["overrides"], f"seed={seed}"], out)
     planned = [(sc["name"], var["label"], seed) for sc in grid["scenarios"] for var in grid["variants"]
