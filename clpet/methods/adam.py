@@ -14,6 +14,12 @@ experience, so their features are computed once per sample (feature cache).
 PET variants: ``adapter`` (AdaptFormer parallel to the MLP: bottleneck 64, ReLU, dropout 0.1, scale 0.1, every
 block; on CNNs a 1x1-conv bottleneck next to the pointwise convs), ``ssf``, ``vpt-deep``, ``vpt-shallow``
 (5 prompt tokens) and ``finetune`` (a full copy of the backbone trained).
+
+Schedule size matters: the reference schedule is sized for first experiences of thousands of images (CIFAR
+B0Inc5: 2,500 images, about 1,000 SGD steps). On small first experiences (the offline ``wordnet`` and
+``clipart`` streams: 150-220 samples, about 80-100 steps) it barely moves the features; ``adam_feature_shift``
+is then about 1e-3 and ADAM predicts exactly as SimpleCIL does (``experiments/results/offline_cil.md``). For such
+streams raise ``method.optim.epochs`` or ``method.optim.lr``, chosen on held-out data, not on the test split.
 """
 from __future__ import annotations
 
