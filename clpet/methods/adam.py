@@ -17,7 +17,7 @@ block; on CNNs a 1x1-conv bottleneck next to the pointwise convs), ``ssf``, ``vp
 
 Schedule size matters: the reference schedule is sized for first experiences of thousands of images (CIFAR
 B0Inc5: 2,500 images, about 1,000 SGD steps). On small first experiences (the offline ``wordnet`` and
-``clipart`` streams: 150-220 samples, about 80-100 steps) it barely moves the features; ``adam_feature_shift``
+``clipart`` streams: 130-220 samples, about 80-100 steps) it barely moves the features; ``adam_feature_shift``
 is then about 1e-3 and ADAM predicts exactly as SimpleCIL does (``experiments/results/offline_cil.md``). For such
 streams raise ``method.optim.epochs`` or ``method.optim.lr``, chosen on held-out data, not on the test split.
 """
