@@ -86,6 +86,17 @@ def mean_std(values: list, fmt: str = ".2f") -> str:
     return f"{np.mean(vals):{fmt}} ± {np.std(vals, ddof=1):{fmt}}"
 
 
+def run_dir(base: Path, sc: dict, var: dict, seed: int) -> Path:
+    return base / sc["name"] / var["label"] / f"seed{seed}"
+
+
+def planned_runs(grid: dict, base: Path) -> list:
+    """(scenario, variant, seed, run folder) of every run in the grid, seed-major: every variant gets its first
+    seed before any gets its second, so a grid stopped part-way still has one complete set of rows."""
+    return [(sc, var, seed, run_dir(base, sc, var, seed)) for seed in grid["seeds"] for sc in grid["scenarios"]
+            for var in grid["variants"] if sc["name"] not in var.get("skip", [])]
+
+
 def table(grid: dict, base: Path) -> str:
     cols = ["A_last", "A_avg", "forgetting", "plasticity"]
     lines = []
@@ -96,7 +107,7 @@ def table(grid: dict, base: Path) -> str:
                 continue
             ms = []
             for seed in grid["seeds"]:
-                run = base / sc["name"] / var["label"] / f"seed{seed}"
+                run = run_dir(base, sc, var, seed)
                 if finished(run):
                     ms.append(json.loads((run / "metrics.json").read_text()))
             if not ms:
@@ -140,24 +151,14 @@ def main() -> None:
     grid_path = Path(ns.grid).resolve()
     grid = yaml.safe_load(grid_path.read_text())
     base = ROOT / "experiments" / "runs" / grid_path.stem
+    planned = planned_runs(grid, base)
     if not ns.table_only:
-        # Seed-major: every variant gets its first seed before any gets its second, so a grid stopped
-        # part-way still has one complete row set to read.
-        for seed in grid["seeds"]:
-            for sc in grid["scenarios"]:
-                for var in grid["variants"]:
-                    if sc["name"] in var.get("skip", []):
-                        continue
-                    if ns.only and ns.only not in f"{sc['name']}/{var['label']}":
-                        continue
-                    out = base / sc["name"] / var["label"] / f"seed{seed}"
-                    run_one([*sc.get("overrides", []), *var["overrides"], f"seed={seed}"], out)
-    planned = [(sc["name"], var["label"], seed) for sc in grid["scenarios"] for var in grid["variants"]
-               if sc["name"] not in var.get("skip", []) for seed in grid["seeds"]]
-    done = sum(finished(base / n / v / f"seed{k}") for n, v, k in planned)
-    commits = sorted(set().union(*[run_commits(base / n / v / f"seed{k}") for n, v, k in planned
-                                   if finished(base / n / v / f"seed{k}")]))
-    status = "complete" if done == len(planned) else f"PARTIAL: {done} of {len(planned)} runs finished so far"
+        for sc, var, seed, run in planned:
+            if not ns.only or ns.only in f"{sc['name']}/{var['label']}":
+                run_one([*sc.get("overrides", []), *var["overrides"], f"seed={seed}"], run)
+    done = [run for *_, run in planned if finished(run)]
+    commits = sorted(set().union(*[run_commits(run) for run in done]))
+    status = "complete" if len(done) == len(planned) else f"PARTIAL: {len(done)} of {len(planned)} runs finished so far"
     out = ROOT / "experiments" / "results" / f"{grid_path.stem}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     machine = f"{cpu_name()} ({platform.machine()}), {os.cpu_count()} cores, Python {platform.python_version()}"
