@@ -1,6 +1,6 @@
 """Composing a run's config with Hydra, and validating it against the registries before any work starts.
 
-The Hydra trap (DESIGN.md): a group override picks a file only when the group's folder equals the key, so the
+The Hydra trap (docs/architecture.md, "Configs"): a group override picks a file only when the group's folder equals the key, so the
 defaults list uses ``scenarios@scenario`` / ``methods@method`` and the CLI rewrites ``scenario=X`` /
 ``method=X`` into those before Hydra sees them. Every node is then checked against the dataclass ``Config`` of
 its registry entry, so a typo in any key fails with one line.
@@ -43,6 +43,7 @@ class RunConfig:
     backbone: Dict[str, Any] = field(default_factory=lambda: {"name": "auto"})
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | fp32: autocast of forward passes
     data_root: Optional[str] = None  # where datasets live (image-folder, text-csv, paper-scale scenarios)
     out_dir: Optional[str] = None  # run folder; default runs/<scenario>_<method>_s<seed>_<time>
     resume: bool = False  # continue the run in out_dir after its last finished experience
@@ -171,7 +172,8 @@ def _typed(registry, node: Any, where: str, extra: Optional[Dict[str, Any]] = No
 
 def validate(cfg: DictConfig) -> Resolved:
     """Check every name and key against the registries; one ``ConfigError`` line on the first problem."""
-    from clpet.context import resolve_device
+    from clpet.context import resolve_device, resolve_precision
+    from clpet.protocols import check_pair
     from clpet.registry import UnknownNameError
 
     try:
@@ -186,7 +188,9 @@ def validate(cfg: DictConfig) -> Resolved:
     top = {k: cfg[k] for k in (f.name for f in fields(RunConfig)) if k not in ("defaults", "scenario", "method", "backbone")}
     run = RunConfig(**top)
     try:
-        resolve_device(run.device)
+        resolve_precision(run.precision, resolve_device(run.device))
+        check_pair(method.name, METHODS.get(method.name).protocols, scenario.name,
+                   SCENARIOS.get(scenario.name).protocol)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     for key in ("num_workers", "eval_batch_size"):

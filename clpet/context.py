@@ -1,4 +1,5 @@
-"""What a method gets from the runner besides its config: device, seed, loaders' settings, feature cache."""
+"""What a method gets from the runner besides its config: device, precision, seed, loaders' settings, feature
+cache."""
 from __future__ import annotations
 
 from contextlib import nullcontext
@@ -17,7 +18,7 @@ class RunContext:
     num_workers: int = 0
     eval_batch_size: int = 128
     progress: bool = True
-    amp: bool = True  # bf16 autocast, used on CUDA only
+    precision: str = "fp32"  # bf16 | fp16 | fp32: the autocast dtype of forward passes (resolve_precision)
     feature_cache: FeatureCache = field(default_factory=FeatureCache)
     log: Callable[[str], None] = print
     # another training loop hosting the method (Avalanche's ClpetStrategy): ``clpet.training.fit`` hands its
@@ -25,10 +26,10 @@ class RunContext:
     trainer: Optional[Callable[..., Any]] = None
 
     def autocast(self) -> ContextManager:
-        """bf16 autocast on CUDA (DESIGN.md, "Performance principles"); a no-op on CPU."""
-        if self.amp and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
+        """Autocast to ``precision`` (bf16 or fp16) on the run device; fp32: a no-op."""
+        if self.precision == "fp32":
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
 
     @property
     def pin_memory(self) -> bool:
@@ -44,3 +45,17 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise ValueError(f"unknown device '{name}'; valid: auto, cpu, cuda, cuda:N")
     return torch.device(name)
+
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``auto`` -> bf16 on CUDA, fp32 elsewhere. fp16 needs CUDA (the training loop scales its loss there)."""
+    if name not in PRECISIONS:
+        raise ValueError(f"unknown precision '{name}'; valid: {', '.join(PRECISIONS)}")
+    if name == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if name == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision=fp16 needs a CUDA device (device is {device}); use bf16 or fp32")
+    return name

@@ -1,6 +1,6 @@
 """Frozen-feature cache: a frozen backbone's test-transform features are computed once per sample.
 
-DESIGN.md, "Performance principles": never compute the same thing twice. SimpleCIL/ADAM prototypes and the
+docs/architecture.md, "Performance principles": never compute the same thing twice. SimpleCIL/ADAM prototypes and the
 evaluation of frozen parts read features from here. Keyed by ``backbone.cache_key`` and a digest of each
 sample's raw input, so every experience, every evaluation row and (with ``directory``) every later run on the
 same data reuses them.

@@ -1,6 +1,6 @@
 """Continual-learning metrics from the accuracy matrix, and deletion-cost bookkeeping.
 
-Conventions (METHODS.md, "Protocols and metrics"):
+Conventions (docs/methods.md, "Protocols and metrics"):
 
 - ``correct[t, j]``: number of correct predictions on experience j's test set after learning experience t
   (0-based; NaN / ``None`` where not evaluated). ``counts[j]``: size of experience j's test set.
@@ -66,7 +66,7 @@ def _counts(counts: ArrayLike, n_cols: int) -> np.ndarray:
 def accuracy_matrix(correct: ArrayLike, counts: ArrayLike) -> np.ndarray:
     """``R[t, j] = 100 * correct[t, j] / counts[j]`` in percent; NaN where not evaluated.
 
-    Accuracy matrix of METHODS.md ("accuracy on experience j's test set after learning experience t").
+    Accuracy matrix of docs/methods.md ("accuracy on experience j's test set after learning experience t").
     Shape ``(rows done, number of experiences)``; ``counts`` fixes the number of columns.
     """
     c = np.asarray(counts, dtype=float).reshape(-1)
@@ -85,7 +85,7 @@ def _as_acc(R: ArrayLike) -> np.ndarray:
 def a_t(correct: ArrayLike, counts: ArrayLike) -> list[float | None]:
     """A_t for every row done: sample-weighted accuracy (percent) over the test samples of experiences j <= t.
 
-    METHODS.md "A_t": accuracy on the test samples of all classes seen after experience t,
+    docs/methods.md "A_t": accuracy on the test samples of all classes seen after experience t,
     i.e. ``100 * sum_{j<=t} correct[t, j] / sum_{j<=t} counts[j]`` -- not the mean of ``R[t, :t+1]``.
     ``None`` for a row where some seen experience was not evaluated.
     """
@@ -100,13 +100,13 @@ def a_t(correct: ArrayLike, counts: ArrayLike) -> list[float | None]:
 
 
 def a_last(correct: ArrayLike, counts: ArrayLike) -> float | None:
-    """A_last = A_T, the sample-weighted accuracy after the last experience done (METHODS.md)."""
+    """A_last = A_T, the sample-weighted accuracy after the last experience done (docs/methods.md)."""
     values = a_t(correct, counts)
     return values[-1] if values else None
 
 
 def a_avg(correct: ArrayLike, counts: ArrayLike) -> float | None:
-    """A_avg = mean over t of A_t (METHODS.md; the "average incremental accuracy" of iCaRL/SimpleCIL)."""
+    """A_avg = mean over t of A_t (docs/methods.md; the "average incremental accuracy" of iCaRL/SimpleCIL)."""
     values = a_t(correct, counts)
     return None if not values or any(v is None for v in values) else float(np.mean(values))
 
@@ -164,7 +164,7 @@ def fwt(R: ArrayLike, baseline: Sequence[float] | None) -> float | None:
 
 
 def plasticity(R: ArrayLike) -> float | None:
-    """Plasticity: mean over j of ``R[j, j]``, accuracy on an experience right after learning it (METHODS.md)."""
+    """Plasticity: mean over j of ``R[j, j]``, accuracy on an experience right after learning it (docs/methods.md)."""
     mat = _as_acc(R)
     n = min(mat.shape)
     return _mean_or_none([mat[j, j] for j in range(n)]) if n else None
@@ -216,7 +216,7 @@ def summarize(correct: ArrayLike, counts: ArrayLike, baseline: Sequence[float] |
 # ---------------------------------------------------------------------------------------------- deletions
 @dataclass
 class DeletionRecord:
-    """Cost of serving one deletion request (METHODS.md "Deletion cost"; S3T/SISA bookkeeping).
+    """Cost of serving one deletion request (docs/methods.md "Deletion cost"; S3T/SISA bookkeeping).
 
     ``retrained_samples_x_steps``: training work redone to remove the samples exactly (0 when S3T only
     falls back to a shorter prefix); ``full_retrain``: whether the request forced training from scratch;

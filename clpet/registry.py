@@ -1,4 +1,4 @@
-"""Name -> class registries, one per axis (backbones, PET kinds, methods, scenarios).
+"""Name -> class registries, one per axis (backbones, PET kinds, methods, scenarios, evaluators).
 
 Pattern from timm's ``_registry.py``: register with a decorator under the name users type; a duplicate name
 is an error; an unknown name fails with one line listing the known names and the closest match.
@@ -91,3 +91,4 @@ BACKBONES: Registry = Registry("backbone", "clpet.backbones")
 PETS: Registry = Registry("PET kind", "clpet.pet")
 METHODS: Registry = Registry("method", "clpet.methods")
 SCENARIOS: Registry = Registry("scenario", "clpet.scenarios")
+EVALUATORS: Registry = Registry("evaluator", "clpet.evaluation")

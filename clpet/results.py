@@ -1,6 +1,6 @@
 """The run folder: config, metrics, accuracy matrix, log, checkpoint, plots -- all written atomically.
 
-Layout of one run (DESIGN.md "Reliability")::
+Layout of one run (docs/architecture.md "Reliability")::
 
     <run>/config.yaml        composed config
     <run>/metrics.json       summary (clpet.metrics.summarize + run info), rewritten after every experience

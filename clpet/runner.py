@@ -1,6 +1,10 @@
-"""The continual loop (DESIGN.md, "Runner"): learn experience t, evaluate on the test sets of every experience
-seen so far, record row t of the accuracy matrix, write results, checkpoint. The runner owns evaluation; a
-method never evaluates itself. A killed run resumes after its last finished experience with identical results.
+"""The continual loop (docs/architecture.md, "The runner"): learn experience t, evaluate on the test sets of every
+experience seen so far, record row t of the accuracy matrix, write results, checkpoint. The runner owns
+evaluation, through the evaluator the scenario names; a method never evaluates itself. A killed run resumes
+after its last finished experience with identical results.
+
+Task-incremental streams also measure ``b_j``, the untrained model's score on every task, before the first
+experience, and score task t + 1 after learning task t, so forward transfer (FWT) is defined.
 """
 from __future__ import annotations
 
@@ -15,14 +19,17 @@ import torch
 import yaml
 
 from clpet.config import ConfigError, Resolved, one_line
-from clpet.context import RunContext, resolve_device
+from clpet.context import RunContext, resolve_device, resolve_precision
+from clpet.evaluation import score_modes
 from clpet.features import FeatureCache
-from clpet.methods.base import Method
-from clpet.registry import BACKBONES, METHODS, SCENARIOS
-from clpet.scenarios.base import Scenario
+from clpet.memory import PeakMemory
+from clpet.methods.base import CheckpointMismatch, Method
+from clpet.protocols import Protocol, check_pair
+from clpet.registry import BACKBONES, EVALUATORS, METHODS, SCENARIOS
+from clpet.scenarios.base import SampleSet, Scenario
 
 SUMMARY_KEYS = ("A_last", "A_avg", "forgetting", "bwt", "plasticity", "wall_time_s")
-FSCIL = "few-shot-class-incremental"
+LM_SUMMARY_KEYS = ("avg_task_acc", "A_last", "bwt", "fwt", "forgetting", "plasticity", "wall_time_s")
 
 
 def seed_everything(seed: int) -> None:
@@ -54,10 +61,13 @@ def build_method(cfg: Resolved, scenario: Scenario, device: Optional[torch.devic
             raise ValueError(f"backbone '{cfg.backbone.name}' reads {backbone.modality} but scenario "
                              f"'{scenario.name}' is {scenario.modality}")
         backbone.enable_image_cache(run_cfg.image_cache_mb)
-        method = METHODS.get(cfg.method.name)(cfg.method)
+        method_cls = METHODS.get(cfg.method.name)
+        check_pair(cfg.method.name, method_cls.protocols, scenario.name, scenario.protocol)
+        method = method_cls(cfg.method)
         ctx = RunContext(
             device=device, seed=run_cfg.seed, num_workers=run_cfg.num_workers, eval_batch_size=run_cfg.eval_batch_size,
             progress=run_cfg.progress, feature_cache=FeatureCache(run_cfg.cache_dir),
+            precision=resolve_precision(run_cfg.precision, device),
         )
         method.setup(backbone, scenario, ctx)  # attaches PETs: an unsupported combination fails here
     except (ValueError, KeyError, FileNotFoundError) as exc:
@@ -116,41 +126,63 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
     T = len(scenario)
     counts = np.array([len(e.test) for e in scenario], dtype=np.float64)
     correct = np.full((T, T), np.nan)
+    evaluator = EVALUATORS.get(scenario.evaluation)()
+    task_incremental = scenario.protocol == Protocol.TASK_INCREMENTAL
     start, elapsed = 0, 0.0
     exp_times: list = []
+    peaks: list = []
+    baseline: Optional[list] = None
+
+    def task_id(j: int) -> Optional[int]:
+        return scenario[j].task_id if scenario.task_id_at_eval else None
+
+    def evaluate(j: int) -> float:
+        return evaluator.score(method, scenario[j], task_id(j))
+
     if run_cfg.resume and (state := folder.load_checkpoint()) is not None:
         if state["scenario_fingerprint"] != scenario.fingerprint():
             raise ConfigError(f"resume: the scenario stream differs from the one in {folder_path} (data changed?)")
-        method.load_extra_state(state["extra"])
-        method.load_state_dict(state["method"])
+        try:
+            method.load_extra_state(state["extra"])
+            method.load_checkpoint_state_dict(state["method"])
+        except (CheckpointMismatch, ValueError, KeyError) as exc:
+            raise ConfigError(f"resume from {folder.checkpoint_path}: {one_line(exc)}") from None
         correct = state["correct"].double().numpy()
         start, elapsed, exp_times = int(state["next_experience"]), float(state["wall_time_s"]), list(state["exp_times"])
+        peaks = list(state.get("peak_memory", []))
+        baseline = None if state.get("baseline") is None else [float(v) for v in state["baseline"]]
         set_rng_state(state["rng"])
         log(f"resumed {folder_path} at experience {start}/{T}")
     else:
         folder.write_config(cfg.raw)
-        log(f"run {folder_path}: scenario {scenario.name} ({T} experiences, {scenario.n_classes} classes), "
-            f"method {cfg.method.name}, backbone {cfg.backbone.name}, seed {run_cfg.seed}, device {device}")
+        log(f"run {folder_path}: scenario {scenario.name} ({T} experiences, {scenario.n_classes} classes, "
+            f"{scenario.protocol.value}), method {cfg.method.name}, backbone {cfg.backbone.name}, seed {run_cfg.seed}, "
+            f"device {device}, precision {ctx.precision}")
+        if task_incremental:  # b_j: the untrained model on every task (FWT's reference)
+            baseline = [100.0 * evaluate(j) / counts[j] for j in range(T)]
+            log("untrained model (b_j): " + " ".join(f"{b:.2f}" for b in baseline))
 
     metrics: Dict[str, Any] = {}
     for t in range(start, T):
         exp = scenario[t]
         tic = time.perf_counter()
-        method.learn_experience(exp)
-        train_s = time.perf_counter() - tic
-        last = T if run_cfg.eval_future else t + 1
-        for j in range(last):
-            preds = method.predict_set(scenario[j].test)
-            correct[t, j] = float(np.sum(preds == scenario[j].test.targets))
+        with PeakMemory(device) as peak:
+            method.learn_experience(exp)
+            train_s = time.perf_counter() - tic
+            last = T if run_cfg.eval_future else min(T, t + 2) if task_incremental else t + 1
+            for j in range(last):
+                correct[t, j] = evaluate(j)
         exp_s = time.perf_counter() - tic
         elapsed += exp_s
         exp_times.append(exp_s)
-        metrics = stream_metrics(correct[: t + 1], counts, scenario)
-        log(f"experience {t + 1}/{T}: {exp.n_classes} new classes, {len(exp.train)} train samples, "
-            f"A_t {metrics['A_t'][-1]:.2f}, train {train_s:.1f}s, total {exp_s:.1f}s")
-        metrics.update(finish_metrics(cfg, method, elapsed, exp_times, scenario))
+        peaks.append(peak.record())
+        metrics = stream_metrics(correct[: t + 1], counts, scenario, baseline)
+        log(f"experience {t + 1}/{T}: {describe_experience(exp)}, {len(exp.train)} train samples, "
+            f"A_t {metrics['A_t'][-1]:.2f}, train {train_s:.1f}s, total {exp_s:.1f}s, "
+            f"peak memory {peak.describe()}")
+        metrics.update(finish_metrics(cfg, method, elapsed, exp_times, scenario, peaks))
         if t == T - 1:
-            metrics.update(method.report())
+            metrics.update(final_diagnostics(method, evaluator, scenario, task_id))
         folder.write_acc_matrix(np.asarray([[np.nan if v is None else v for v in row] for row in metrics["acc_matrix"]]))
         folder.write_metrics(metrics)
         if run_cfg.checkpoint:
@@ -159,15 +191,15 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
                 "correct": torch.from_numpy(correct),
                 "wall_time_s": elapsed,
                 "exp_times": exp_times,
-                "method": method.state_dict(),
+                "peak_memory": peaks,
+                "baseline": baseline,
+                "method": method.checkpoint_state_dict(),
                 "extra": method.extra_state(),
                 "rng": rng_state(),
                 "scenario_fingerprint": scenario.fingerprint(),
             })
-    if not metrics:  # resumed a finished run: recompute from the checkpoint
-        metrics = stream_metrics(correct, counts, scenario)
-        metrics.update(finish_metrics(cfg, method, elapsed, exp_times, scenario))
-        folder.write_metrics(metrics)
+    if not metrics:  # resumed a finished run: the metrics it wrote are final
+        metrics = folder.load_metrics()
     if run_cfg.plots:
         from clpet.plots import plot_run
 
@@ -176,17 +208,38 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
     return metrics
 
 
-def stream_metrics(correct: np.ndarray, counts: np.ndarray, scenario) -> Dict[str, Any]:
-    """Every CL metric of the rows done so far; FSCIL streams add the session/base/novel numbers."""
+def describe_experience(exp) -> str:
+    """``9 new classes`` (class-incremental) or ``task 'bbc-news'`` (task-incremental)."""
+    if exp.task is not None:
+        return f"task '{exp.task_name}'"
+    return f"{exp.n_classes} new classes"
+
+
+def stream_metrics(correct: np.ndarray, counts: np.ndarray, scenario, baseline: Optional[list] = None) -> Dict[str, Any]:
+    """Every CL metric of the rows done so far; FSCIL streams add the session/base/novel numbers, task-incremental
+    streams the untrained model's scores ``b_j`` (``baseline``)."""
     from clpet.metrics import fscil_summary, summarize
 
-    metrics = summarize(correct, counts)
-    if scenario.protocol == FSCIL:
+    metrics = summarize(correct, counts, baseline)
+    metrics["protocol"] = scenario.protocol.value
+    metrics["evaluation"] = scenario.evaluation
+    if baseline is not None:
+        metrics["baseline"] = baseline
+    if scenario.protocol == Protocol.FEW_SHOT_CLASS_INCREMENTAL:
         metrics["fscil"] = fscil_summary(correct, counts)
     return metrics
 
 
-def finish_metrics(cfg: Resolved, method, elapsed: float, exp_times: list, scenario) -> Dict[str, Any]:
+def final_diagnostics(method: Method, evaluator, scenario: Scenario, task_id) -> Dict[str, Any]:
+    """After the last experience: each prediction mode of the method scored on every test set, and the method's
+    own diagnostics on the union of the test sets (handed to it by the runner)."""
+    out = score_modes(method, evaluator, list(scenario), [task_id(j) for j in range(len(scenario))])
+    if type(method).diagnostics is not Method.diagnostics:
+        out.update(method.diagnostics(SampleSet.concat([e.test for e in scenario])))
+    return out
+
+
+def finish_metrics(cfg: Resolved, method, elapsed: float, exp_times: list, scenario, peaks: list) -> Dict[str, Any]:
     return {
         "scenario": cfg.scenario.name,
         "method": cfg.method.name,
@@ -197,6 +250,9 @@ def finish_metrics(cfg: Resolved, method, elapsed: float, exp_times: list, scena
         "wall_time_s": round(elapsed, 3),
         "experience_time_s": [round(x, 3) for x in exp_times],
         "trainable_params": method.count_trainable_parameters(),
+        "precision": method.ctx.precision,
+        "peak_memory": peaks,
+        "peak_rss_mb": max((p["rss_mb"] for p in peaks), default=None),
     }
 
 
@@ -206,10 +262,19 @@ def summary_table(metrics: Dict[str, Any]) -> str:
     def fmt(v: Optional[float]) -> str:
         return "n/a" if v is None else f"{v:.2f}"
 
-    head = "| scenario | method | A_last | A_avg | forgetting | BWT | plasticity | wall time (s) |"
-    rule = "|---|---|---|---|---|---|---|---|"
-    row = (f"| {metrics['scenario']} | {metrics['method']} | " + " | ".join(fmt(metrics.get(k)) for k in SUMMARY_KEYS) + " |")
+    if metrics.get("protocol") == Protocol.TASK_INCREMENTAL.value:  # the numbers LM continual-learning tables report
+        head = ("| scenario | method | average accuracy | whole accuracy | BWT | FWT | forgetting | plasticity "
+                "| wall time (s) |")
+        keys = LM_SUMMARY_KEYS
+    else:
+        head = "| scenario | method | A_last | A_avg | forgetting | BWT | plasticity | wall time (s) |"
+        keys = SUMMARY_KEYS
+    rule = "|" + "---|" * (len(keys) + 2)
+    row = (f"| {metrics['scenario']} | {metrics['method']} | " + " | ".join(fmt(metrics.get(k)) for k in keys) + " |")
     lines = [head, rule, row]
+    if metrics.get("peak_rss_mb") is not None:
+        lines += ["", f"trainable parameters {metrics['trainable_params']:,}, peak memory {metrics['peak_rss_mb']:.0f} MiB "
+                      f"RSS, precision {metrics.get('precision')}"]
     if "fscil" in metrics:  # few-shot CIL: the numbers FSCIL tables report
         f = metrics["fscil"]
         sessions = " ".join(fmt(v) for v in f["session_acc"])

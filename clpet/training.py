@@ -1,7 +1,12 @@
-"""The small shared training loop: epochs, optimizer, LR schedule, bf16 autocast on GPU, progress bar, hooks.
+"""The small shared training loop: epochs, optimizer, LR schedule, autocast, gradient accumulation and clipping,
+progress bar, hooks (docs/architecture.md, "The training loop").
 
-Methods describe *what* to optimise through hooks (``loss_terms``, ``before_epoch``, ``after_step``); this loop
-owns *how*. Named loss terms are summed, and each is averaged per epoch for the log.
+Methods describe *what* to optimise through hooks (``loss_terms``, ``before_epoch``, ``after_backward``,
+``before_update``, ``after_step``); this loop owns *how*. Named loss terms are summed, and each is averaged per
+epoch for the log. One optimizer step per ``grad_accum_steps`` micro-batches (the loss divided by that number,
+the last incomplete group of an epoch stepped too); ``max_grad_norm`` clips the accumulated gradients before
+``before_update``; with ``precision=fp16`` the loss is scaled (``torch.amp.GradScaler``) and the gradients are
+unscaled before clipping and before ``before_update``, so gradient rules see true gradients.
 """
 from __future__ import annotations
 
@@ -35,6 +40,8 @@ class OptimConfig:
     weight_decay: float = 0.0
     scheduler: str = "constant"  # constant | cosine (annealed to 0 over the epochs, stepped per epoch)
     drop_last: bool = False  # drop the last incomplete batch of an epoch (kept when it is the only one)
+    grad_accum_steps: int = 1  # micro-batches per optimizer step (effective batch = batch_size * grad_accum_steps)
+    max_grad_norm: Optional[float] = None  # clip the gradients' global L2 norm before each step (None = off)
 
     def __post_init__(self) -> None:
         check_optim(self)
@@ -46,11 +53,17 @@ def check_optim(cfg: OptimConfig) -> None:
         raise ValueError(f"unknown optimizer '{cfg.optimizer}'; valid: {', '.join(OPTIMIZERS)}")
     if cfg.scheduler not in SCHEDULERS:
         raise ValueError(f"unknown scheduler '{cfg.scheduler}'; valid: {', '.join(SCHEDULERS)}")
-    if cfg.epochs < 0 or cfg.batch_size <= 0 or not cfg.lr > 0 or cfg.weight_decay < 0:
+    if cfg.epochs < 0 or cfg.batch_size <= 0 or not 0 < cfg.lr < math.inf or not 0 <= cfg.weight_decay < math.inf:
         raise ValueError(
             f"bad optimisation values: epochs={cfg.epochs} batch_size={cfg.batch_size} lr={cfg.lr} "
-            f"weight_decay={cfg.weight_decay} (need epochs>=0, batch_size>0, lr>0, weight_decay>=0)"
+            f"weight_decay={cfg.weight_decay} (need epochs>=0, batch_size>0, finite lr>0, finite weight_decay>=0)"
         )
+    if not 0 <= cfg.momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1); got {cfg.momentum}")
+    if cfg.grad_accum_steps < 1:
+        raise ValueError(f"grad_accum_steps must be >= 1; got {cfg.grad_accum_steps}")
+    if cfg.max_grad_norm is not None and not 0 < cfg.max_grad_norm < math.inf:
+        raise ValueError(f"max_grad_norm must be a finite number > 0 or None; got {cfg.max_grad_norm}")
 
 
 ParamGroups = List[Dict[str, Any]]
@@ -129,6 +142,8 @@ def train_loop(
     """clpet's training loop (what :func:`fit` runs when no other trainer is set)."""
     ctx = method.ctx
     optimizer = method_optimizer(method, cfg, param_groups)
+    accum = cfg.grad_accum_steps
+    scaler = torch.amp.GradScaler("cuda") if ctx.precision == "fp16" else None
     history: List[Dict[str, float]] = []
     preprocess = method.backbone.preprocess_fn(train=True)
     method.train()
@@ -143,15 +158,19 @@ def train_loop(
         sums: Dict[str, float] = {}
         n_batches = 0
         bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", disable=not ctx.progress, leave=False)
-        for batch, targets, _ in bar:
+        n_total = len(loader)
+        for i, (batch, targets, _) in enumerate(bar):
+            if i % accum == 0:  # a new optimizer step begins (its gradients stay readable until the next one)
+                optimizer.zero_grad(set_to_none=True)
             batch, targets = batch_to(batch, ctx.device), targets.to(ctx.device)
             with ctx.autocast():
                 terms = method.loss_terms(batch, targets)
             loss = sum(terms.values())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            method.after_step()
+            micro = loss / accum if accum > 1 else loss
+            (scaler.scale(micro) if scaler is not None else micro).backward()
+            method.after_backward()
+            if (i + 1) % accum == 0 or i + 1 == n_total:
+                update(optimizer, method, cfg, scaler)
             n_batches += 1
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
@@ -159,3 +178,22 @@ def train_loop(
         history.append({name: total / max(n_batches, 1) for name, total in sums.items()})
     method.eval()
     return history
+
+
+def update(optimizer: torch.optim.Optimizer, method: "Method", cfg: OptimConfig,
+           scaler: Optional["torch.amp.GradScaler"] = None) -> None:
+    """One optimizer step over the accumulated gradients: unscale (fp16), clip (``max_grad_norm``),
+    ``method.before_update()``, step, ``method.after_step()`` (the gradients are zeroed when the next step
+    begins, so ``after_step`` still reads them)."""
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if cfg.max_grad_norm is not None:
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+    method.before_update()
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    method.after_step()

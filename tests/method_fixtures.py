@@ -43,3 +43,12 @@ def make_method(method: str, *overrides: str, backbone: str = "tiny-text", scena
 
 def snapshot(tensors: dict) -> dict:
     return {k: v.detach().clone() for k, v in tensors.items()}
+
+
+def final_report(m) -> dict:
+    """What the runner records after the last experience: each prediction mode on every test set, and the
+    method's diagnostics on their union (``runner.final_diagnostics`` with the scenario's evaluator)."""
+    from clpet.registry import EVALUATORS
+    from clpet.runner import final_diagnostics
+
+    return final_diagnostics(m, EVALUATORS.get(m.stream.evaluation)(), m.stream, lambda j: None)

@@ -139,3 +139,21 @@ def text_rows(labels: Sequence[object], per_class: int) -> List[List[object]]:
 def symlink(target: Path, link: Path) -> None:
     link.parent.mkdir(parents=True, exist_ok=True)
     os.symlink(target, link)
+
+
+def write_text_csv(root: Path, seed: int = 0) -> Path:
+    """train.csv / test.csv of a 4-class word stream with texts of different lengths (so padding and the
+    length-sorted evaluation are exercised)."""
+    rng = np.random.RandomState(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, per_class in (("train", 12), ("test", 6)):
+        with open(root / f"{split}.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["text", "label"])
+            for c in range(4):
+                for _ in range(per_class):
+                    words = [f"w{c}x{rng.randint(4)}" for _ in range(3)]
+                    words += [f"noise{rng.randint(8)}" for _ in range(rng.randint(0, 5))]
+                    rng.shuffle(words)
+                    w.writerow([" ".join(words), f"c{c}"])
+    return root

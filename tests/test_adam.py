@@ -1,10 +1,10 @@
-"""ADAM/APER mechanisms (METHODS.md): PETs train on the first experience only, features are
+"""ADAM/APER mechanisms (docs/methods.md): PETs train on the first experience only, features are
 concat[pretrained, adapted] (2·D), prototypes are class means of those features."""
 import pytest
 import torch
 
 from clpet.methods.adam import ADAPTED
-from tests.method_fixtures import make_method, snapshot
+from tests.method_fixtures import make_method, snapshot, final_report
 
 FAST = ["method.optim.epochs=2", "method.optim.batch_size=8", "method.optim.lr=0.05"]
 
@@ -66,11 +66,11 @@ def test_pretrained_backbone_never_changes(adam):
     assert all(torch.equal(before[n], p) for n, p in bb.named_parameters() if ".pets." not in n)
 
 
-def test_report_gives_each_half_alone_and_the_feature_shift():
+def test_runner_scores_each_half_alone_and_the_feature_shift():
     m, scenario, bb = make_method("adam", "method.pet=adapter", *FAST)
     for exp in scenario:
         m.learn(exp)
-    r = m.report()
+    r = final_report(m)
     simplecil, _, _ = make_method("simplecil")
     for exp in scenario:
         simplecil.learn(exp)

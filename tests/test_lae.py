@@ -1,10 +1,10 @@
-"""LAE mechanisms (METHODS.md, LAE): EMA after every step, calibration freeze, current-task loss, offline set
+"""LAE mechanisms (docs/methods.md, LAE): EMA after every step, calibration freeze, current-task loss, offline set
 from experience 2, max-of-softmax ensemble, frozen backbone."""
 import pytest
 import torch
 
 from clpet.methods.lae import LAE, OFFLINE, ONLINE, max_softmax_ensemble
-from tests.method_fixtures import make_method, snapshot
+from tests.method_fixtures import make_method, snapshot, final_report
 
 FAST = ["method.blocks=[0,1]", "method.optim.epochs=2", "method.num_freeze_epochs=1", "method.optim.batch_size=8",
         "method.optim.lr=0.01"]
@@ -134,13 +134,23 @@ def test_backbone_untouched_and_only_pets_and_head_train(lae):
     assert trainable <= allowed
 
 
-def test_report_has_online_and_offline_accuracy(lae):
+def test_runner_scores_the_online_and_offline_experts(lae):
     m, scenario, _ = lae
     for exp in scenario:
         m.learn(exp)
-    out = m.report()
+    out = final_report(m)
     assert 0 <= out["lae_online_acc"] <= 100 and 0 <= out["lae_offline_acc"] <= 100
-    assert m.mode == "ensemble"
+    assert m.mode is None  # back to the ensemble
+    test = scenario[0].test
+    with m.prediction_mode("online"):
+        online = m.predict_set(test)
+    m.eval()
+    with m.pets.use(ONLINE), torch.no_grad():  # the online mode is the online expert alone
+        expected = m.head(m.backbone.features(m.backbone.preprocess(list(test.inputs), train=False))).argmax(1)
+    assert (online == expected.numpy()).all()
+    with pytest.raises(ValueError, match="no prediction mode 'nope'"):
+        with m.prediction_mode("nope"):
+            pass
 
 
 def test_frozen_cnn_keeps_its_batchnorm_statistics():

@@ -109,7 +109,7 @@ def test_joint_retrains_from_the_pretrained_start_on_all_seen_data(monkeypatch):
     monkeypatch.setattr(ft, "fit", spy)
     m, scenario, backbone = build("joint")
     start = {k: v.clone() for k, v in backbone.state_dict().items()}
-    m.learn(scenario[0])
+    m.learn_experience(scenario[0])
     snapshot = {}
 
     def record_start(method, samples, cfg, seed, param_groups=None, desc=""):
@@ -117,7 +117,7 @@ def test_joint_retrains_from_the_pretrained_start_on_all_seen_data(monkeypatch):
         return spy(method, samples, cfg, seed, param_groups=param_groups, desc=desc)
 
     monkeypatch.setattr(ft, "fit", record_start)
-    m.learn(scenario[1])
+    m.learn_experience(scenario[1])
     assert all(torch.equal(start[k], snapshot[k]) for k in start)  # restarted from the pre-trained weights
     assert seen_sizes == [len(scenario[0].train), len(scenario[0].train) + len(scenario[1].train)]
 

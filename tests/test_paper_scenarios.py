@@ -29,7 +29,7 @@ except ImportError:  # tests/ imported as a package
         write_lae_lists, write_presplit,
     )  # fmt: skip
 
-SEED1993_FIRST_TEN = [68, 56, 78, 8, 23, 84, 90, 65, 74, 76]  # METHODS.md
+SEED1993_FIRST_TEN = [68, 56, 78, 8, 23, 84, 90, 65, 74, 76]  # docs/methods.md
 
 
 def one_line(exc_info) -> str:

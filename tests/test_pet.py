@@ -1,4 +1,4 @@
-"""PET kinds x backbone families (STYLE.md "Tests"): identity at init, only PET parameters train, swapping sets,
+"""PET kinds x backbone families (docs/architecture.md, "Testing"): identity at init, only PET parameters train, swapping sets,
 state dicts, EMA, deep copies, one-line failures that leave the model untouched, parameter counts, LAE's prefix
 compensation, the adapter / LoRA formulas, and site detection on timm ViTs, BERT encoders and timm CNNs.
 

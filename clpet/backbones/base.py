@@ -1,4 +1,4 @@
-"""The Backbone contract (DESIGN.md): ``features(batch) -> Tensor[B, D]``, train/eval preprocessing, and named
+"""The Backbone contract (docs/architecture.md): ``features(batch) -> Tensor[B, D]``, train/eval preprocessing, and named
 attachment sites for PET modules. One interface for timm models, Hugging Face encoders and tiny test models.
 """
 from __future__ import annotations

@@ -17,6 +17,8 @@ LR schedule per epoch             set before ``before_training_epoch``
 ``before_epoch(epoch)``           ``before_training_epoch``
 seeded shuffle ``(seed, epoch)``  one ``DataLoader`` per epoch over ``adapted_dataset``, same generator seed
 ``loss_terms(batch, targets)``    ``criterion()`` (their sum; each term averaged per epoch in the history)
+``after_backward()``              ``after_backward``
+``before_update()``               ``before_update``
 ``optimizer.step()``              ``optimizer_step`` (``before_update`` / ``after_update`` plugins around it)
 ``after_step()``                  ``after_update``
 ``predict(batch)``                ``forward()`` in eval: metrics read it at ``after_eval_forward``
@@ -99,9 +101,9 @@ def routed_fit(method: Method, trainer: Any) -> Iterator[None]:
 
 
 def matching_samples(method: Method, experience: Any) -> Optional[SampleSet]:
-    """The clpet ``SampleSet`` of ``method.scenario`` that an Avalanche experience of the ``train`` / ``test``
+    """The clpet ``SampleSet`` of ``method.stream`` that an Avalanche experience of the ``train`` / ``test``
     stream holds (same index, size and labels), or None."""
-    scenario = method.scenario
+    scenario = method.stream
     stream = getattr(getattr(experience, "origin_stream", None), "name", None)
     index = getattr(experience, "current_experience", None)
     if scenario is None or stream not in ("train", "test") or index is None or not 0 <= index < len(scenario):
@@ -116,10 +118,10 @@ def clpet_experience(method: Method, experience: Any) -> Experience:
     if matching_samples(method, experience) is None or experience.origin_stream.name != "train":
         raise ValueError(
             "this Avalanche experience does not match the scenario the clpet method was set up with (same index, "
-            "size and labels in the 'train' stream); train on as_avalanche_benchmark(method.scenario) (an Avalanche "
+            "size and labels in the 'train' stream); train on as_avalanche_benchmark(method.stream) (an Avalanche "
             "benchmark: scenario = from_avalanche(benchmark), then set the method up on it and convert it back)"
         )
-    return method.scenario[experience.current_experience]
+    return method.stream[experience.current_experience]
 
 
 def _eval_loss(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -134,7 +136,7 @@ class ClpetStrategy(SupervisedTemplate):
     """Any clpet method as an Avalanche strategy: ``ClpetStrategy(method=m, evaluator=..., plugins=[...])``.
 
     ``method`` must be set up (``setup_method`` or the runner's way) on the clpet scenario whose experiences the
-    benchmark holds (``as_avalanche_benchmark(method.scenario)``). Batch sizes, epochs and the optimizer come
+    benchmark holds (``as_avalanche_benchmark(method.stream)``). Batch sizes, epochs and the optimizer come
     from the method's config; ``eval_mb_size`` and ``device`` default to the method's run context.
     """
 
@@ -184,6 +186,10 @@ class ClpetStrategy(SupervisedTemplate):
         """``clpet.training.fit`` run by Avalanche's loop (same signature and result: per-epoch mean terms)."""
         if method is not self.method:  # another model trained by the method: clpet's own loop
             return training.train_loop(method, samples, cfg, seed, param_groups, desc)
+        if cfg.grad_accum_steps != 1 or cfg.max_grad_norm is not None or method.ctx.precision == "fp16":
+            raise ValueError("ClpetStrategy runs one optimizer step per mini-batch without clipping or fp16 loss "
+                             "scaling (Avalanche's loop); use clpet's runner for grad_accum_steps, max_grad_norm "
+                             "or precision=fp16")
         self.optimizer = method_optimizer(method, cfg, param_groups)
         self.train_epochs, self.train_mb_size = cfg.epochs, cfg.batch_size
         data = self.adapted_dataset if samples is self._train_samples else avalanche_dataset(samples)
@@ -213,6 +219,14 @@ class ClpetStrategy(SupervisedTemplate):
     def _before_training_epoch(self, **kwargs: Any) -> None:
         self.method.before_epoch(self._epoch)
         super()._before_training_epoch(**kwargs)
+
+    def _after_backward(self, **kwargs: Any) -> None:
+        self.method.after_backward()
+        super()._after_backward(**kwargs)
+
+    def _before_update(self, **kwargs: Any) -> None:
+        self.method.before_update()
+        super()._before_update(**kwargs)
 
     def _after_update(self, **kwargs: Any) -> None:
         self.method.after_step()
@@ -281,7 +295,7 @@ class ClpetPlugin(SupervisedPlugin):
     index within the experience), ``loss_terms`` -> ``before_backward`` (added to ``strategy.loss``; only if the
     method defines them), ``after_step`` -> ``after_update``, ``on_experience_end`` -> ``after_training_exp``,
     and with ``predictions=True`` ``predict`` -> ``after_eval_forward`` (replaces ``strategy.mb_output``).
-    Experience t is ``method.scenario[t]`` when the method was set up on a scenario, else ``None``.
+    Experience t is ``method.stream[t]`` when the method was set up on a scenario, else ``None``.
     """
 
     def __init__(self, method: Method, *, predictions: bool = False) -> None:
@@ -291,7 +305,7 @@ class ClpetPlugin(SupervisedPlugin):
         self._has_loss = type(method).loss_terms is not Method.loss_terms
 
     def _experience(self, strategy: Any) -> Optional[Experience]:
-        scenario, index = self.method.scenario, strategy.experience.current_experience
+        scenario, index = self.method.stream, strategy.experience.current_experience
         return scenario[index] if scenario is not None and 0 <= index < len(scenario) else None
 
     def before_training_exp(self, strategy: Any, *args: Any, **kwargs: Any) -> None:
@@ -304,6 +318,12 @@ class ClpetPlugin(SupervisedPlugin):
         if self._has_loss:
             terms = self.method.loss_terms(strategy.mb_x, strategy.mb_y)
             strategy.loss = strategy.loss + sum(terms.values())
+
+    def after_backward(self, strategy: Any, *args: Any, **kwargs: Any) -> None:
+        self.method.after_backward()
+
+    def before_update(self, strategy: Any, *args: Any, **kwargs: Any) -> None:
+        self.method.before_update()
 
     def after_update(self, strategy: Any, *args: Any, **kwargs: Any) -> None:
         self.method.after_step()

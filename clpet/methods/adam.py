@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
@@ -74,6 +74,8 @@ class ADAM(Method):
     """ADAM/APER: adapt a PET copy on the first experience, then prototypes on [pretrained, adapted] features."""
 
     Config = ADAMConfig
+    #: APER's ablation (Sec. 5.3): the prototype classifier on each half of the feature alone
+    prediction_modes = ("pretrained", "adapted")
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
@@ -103,7 +105,10 @@ class ADAM(Method):
         """``concat[f_pretrained, f_adapted]`` (N, 2·D), each computed once per sample for the whole run."""
         cache, ctx = self.ctx.feature_cache, self.ctx
         pretrained = cache.features(self.backbone, samples, ctx)
-        adapted = cache.features(self.backbone, samples, ctx, desc="adapted features",
+        # the module that computes the adapted half is the one put in eval mode (the full copy for pet=finetune:
+        # a freshly resumed method is in train mode, and its dropout must not act here)
+        adapted_model = self.adapted_backbone if self.adapted_backbone is not None else self.backbone
+        adapted = cache.features(adapted_model, samples, ctx, desc="adapted features",
                                  key=f"adam-{self.cfg.pet}-{id(self)}", forward=self.adapted_features)
         return torch.cat([pretrained, adapted], dim=1)
 
@@ -133,35 +138,38 @@ class ADAM(Method):
         return {"ce": F.cross_entropy(self.head(self.adapted_features(batch).float()), targets)}
 
     # -- inference ------------------------------------------------------------------------------------------
+    def _half(self) -> slice:
+        """The columns of the merged feature the live prediction mode reads (both halves by default)."""
+        d = self.backbone.feature_dim
+        return {"pretrained": slice(0, d), "adapted": slice(d, 2 * d)}.get(self.mode, slice(0, 2 * d))
+
     def predict(self, batch: Any) -> torch.Tensor:
         with self.pets.use(None) if self.pets is not None else nullcontext():
             pretrained = self.backbone.features(batch)
         feats = torch.cat([pretrained, self.adapted_features(batch)], dim=1).float()
-        return cosine_logits(feats, self.prototypes)
+        half = self._half()
+        return cosine_logits(feats[:, half], self.prototypes[:, half].float())
 
     @torch.inference_mode()
-    def predict_set(self, samples: SampleSet) -> np.ndarray:
+    def predict_set(self, samples: SampleSet, experience: Optional[Experience] = None,
+                    task_id: Optional[int] = None) -> np.ndarray:
+        """Prototype classification of the cached merged features; in prediction mode ``pretrained`` /
+        ``adapted`` on that half alone (APER's ablation, Sec. 5.3: ``adam_pretrained_acc`` is SimpleCIL)."""
         feats = self.merged_features(samples).to(self.ctx.device)
-        return cosine_logits(feats, self.prototypes).argmax(dim=1).cpu().numpy()
+        half = self._half()
+        if half == slice(0, 2 * self.backbone.feature_dim):
+            return cosine_logits(feats, self.prototypes).argmax(dim=1).cpu().numpy()
+        return cosine_logits(feats[:, half].float(), self.prototypes[:, half].float()).argmax(dim=1).cpu().numpy()
 
     @torch.inference_mode()
-    def report(self) -> Dict[str, Any]:
-        """APER's ablation (Sec. 5.3, "pre-trained only / adapted only / both"), after the last experience: the
-        accuracy on every test set of the prototype classifier on each half alone (``adam_pretrained_acc`` is
-        SimpleCIL), and ``adam_feature_shift``, the mean relative change ||f_adapted - f_pretrained|| /
-        ||f_pretrained|| over those samples -- how far the first-experience adaptation moved the features (near
-        0: the adapted half repeats the pretrained one and ADAM predicts what SimpleCIL predicts)."""
-        test = SampleSet.concat([e.test for e in self.scenario.experiences])
+    def diagnostics(self, test: SampleSet) -> Dict[str, Any]:
+        """``adam_feature_shift``: the mean relative change ||f_adapted - f_pretrained|| / ||f_pretrained|| over the
+        test samples the runner hands over -- how far the first-experience adaptation moved the features (near 0:
+        the adapted half repeats the pretrained one and ADAM predicts what SimpleCIL predicts)."""
         feats = self.merged_features(test).to(self.ctx.device).float()
         d = self.backbone.feature_dim
-        targets = torch.as_tensor(test.targets, device=feats.device)
-        out: Dict[str, Any] = {}
-        for name, half in (("pretrained", slice(0, d)), ("adapted", slice(d, 2 * d))):
-            preds = cosine_logits(feats[:, half], self.prototypes[:, half].float()).argmax(dim=1)
-            out[f"adam_{name}_acc"] = round(float((preds == targets).float().mean()) * 100, 4)
         shift = (feats[:, d:] - feats[:, :d]).norm(dim=1) / feats[:, :d].norm(dim=1).clamp_min(1e-12)
-        out["adam_feature_shift"] = float(f"{float(shift.mean()):.6g}")
-        return out
+        return {"adam_feature_shift": float(f"{float(shift.mean()):.6g}")}
 
     # -- state ------------------------------------------------------------------------------------------------
     def count_trainable_parameters(self) -> int:
@@ -171,10 +179,9 @@ class ADAM(Method):
         return self.pets.num_trainable(ADAPTED)
 
     def load_extra_state(self, state: Dict[str, Any]) -> None:
+        """Prototypes sized for the saved classes; the adapted PET set's frozen/inactive flags come with its
+        saved structure, the full copy (pet=finetune) is frozen again."""
         super().load_extra_state(state)
         self.prototypes = torch.zeros(self.n_seen, 2 * self.backbone.feature_dim, device=self.ctx.device)
-        if self.pets is not None:
-            self.pets.freeze(ADAPTED)
-            self.pets.set_active(None)
-        else:
+        if self.adapted_backbone is not None:
             self.adapted_backbone.requires_grad_(False)

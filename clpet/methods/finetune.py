@@ -1,4 +1,4 @@
-"""The two reference points every CL table needs (DESIGN.md, "baselines every table needs").
+"""The two reference points every CL table needs (docs/methods.md, "Baselines").
 
 * ``finetune`` — sequential fine-tuning: the backbone and a growing linear head are trained on each experience
   in turn with plain cross-entropy over all classes seen so far, no replay, no regularisation: the lower bound.
@@ -94,11 +94,11 @@ class Joint(Finetune):
         self._start = {k: v.detach().clone() for k, v in self.backbone.state_dict().items()}
 
     def learn(self, experience: Experience) -> None:
-        seen = self.scenario.experiences[: experience.index + 1]
+        seen = self.scenario.experiences  # the seen-so-far view: experiences 0..t
         self.backbone.load_state_dict(self._start)
         self.head = IncrementalLinear(self.backbone.feature_dim).to(self.ctx.device)
         for e in seen:
             self.head.grow(e.n_classes)
         self.n_seen = self.head.out_features
-        data = SampleSet.concat([e.train for e in seen])
+        data = self.scenario.seen_train()
         self.train_on(data, self.ctx.seed * 1000 + experience.index, f"joint 0..{experience.index}")

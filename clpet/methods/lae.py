@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -32,7 +31,7 @@ from clpet.heads import IncrementalLinear
 from clpet.methods.base import Method, MethodConfig
 from clpet.pet import AdapterConfig, LoRAConfig, PetManager, PrefixConfig
 from clpet.registry import METHODS
-from clpet.scenarios.base import Experience, SampleSet
+from clpet.scenarios.base import Experience
 from clpet.training import OptimConfig, fit
 
 PET_KINDS = ("adapter", "lora", "prefix")
@@ -87,6 +86,8 @@ class LAE(Method):
     """LAE: online/offline PET experts (EMA after every step), current-task loss, max-softmax ensemble."""
 
     Config = LAEConfig
+    #: each expert alone (LAE's ablation); the default prediction is the ensemble
+    prediction_modes = (ONLINE, OFFLINE)
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
@@ -94,7 +95,6 @@ class LAE(Method):
         self.head: IncrementalLinear
         self.n_old = 0
         self.experience = 0
-        self.mode = "ensemble"  # what ``predict`` returns: ensemble | online | offline
 
     def setup(self, backbone, scenario, ctx) -> None:
         self.head = IncrementalLinear(backbone.feature_dim, init_std=self.cfg.head_init_std)
@@ -145,26 +145,15 @@ class LAE(Method):
 
     # -- inference ------------------------------------------------------------------------------------------
     def predict(self, batch: Any) -> torch.Tensor:
-        if self.mode == "online" or not self.has_offline:
+        """The max-softmax ensemble; in prediction mode ``online`` / ``offline`` that expert alone (the runner
+        scores both after the last experience as ``lae_online_acc`` / ``lae_offline_acc``)."""
+        if self.mode == ONLINE or not self.has_offline:
             return self.logits(batch).softmax(dim=1)
         with self.pets.use(OFFLINE):
             offline = self.logits(batch)
-        if self.mode == "offline":
+        if self.mode == OFFLINE:
             return offline.softmax(dim=1)
         return max_softmax_ensemble([self.logits(batch), offline])
-
-    def report(self) -> Dict[str, Any]:
-        """Online-only and offline-only accuracy on every test set after the last experience (LAE's ablation)."""
-        test = SampleSet.concat([e.test for e in self.scenario.experiences])
-        out = {}
-        for mode in ("online", "offline"):
-            self.mode = mode
-            try:
-                preds = self.predict_set(test)
-            finally:
-                self.mode = "ensemble"
-            out[f"lae_{mode}_acc"] = round(float(np.mean(preds == test.targets) * 100), 4)
-        return out
 
     # -- state ------------------------------------------------------------------------------------------------
     def count_trainable_parameters(self) -> int:
@@ -172,13 +161,11 @@ class LAE(Method):
         return sum(p.numel() for p in self.head.parameters()) + self.pets.num_trainable(ONLINE)
 
     def extra_state(self) -> Dict[str, Any]:
-        return {**super().extra_state(), "head_sizes": self.head.sizes, "has_offline": self.has_offline}
+        return {**super().extra_state(), "head_sizes": self.head.sizes, "experience": self.experience}
 
     def load_extra_state(self, state: Dict[str, Any]) -> None:
+        """The PET sets (online, and offline once it exists) rebuild from their saved structure; the head regrows."""
         super().load_extra_state(state)
         for n in state["head_sizes"][len(self.head.sizes):]:
             self.head.grow(int(n))
-        if state["has_offline"] and not self.has_offline:
-            self.pets.copy_set(ONLINE, OFFLINE)
-            self.pets.freeze(OFFLINE)
-        self.pets.set_active(ONLINE)
+        self.experience = int(state["experience"])

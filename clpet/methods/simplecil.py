@@ -9,7 +9,7 @@ similarity between the normalised feature and the normalised rows (argmax).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
@@ -63,7 +63,8 @@ class SimpleCIL(Method):
         return cosine_logits(self.backbone.features(batch).float(), self.prototypes)
 
     @torch.inference_mode()
-    def predict_set(self, samples: SampleSet) -> np.ndarray:
+    def predict_set(self, samples: SampleSet, experience: Optional[Experience] = None,
+                    task_id: Optional[int] = None) -> np.ndarray:
         feats = self.embed(samples).to(self.ctx.device)
         return cosine_logits(feats, self.prototypes).argmax(dim=1).cpu().numpy()
 

@@ -16,6 +16,7 @@ the same keys: EMA and loading match tensors by key, never by position.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -248,6 +249,35 @@ class PetManager:
             if d_float:
                 torch._foreach_lerp_(d_float, s_float, 1.0 - float(decay))  # d += (1 - decay) * (s - d)
 
+    # -- self-description (checkpoints) ----------------------------------------------------------------------
+    def export_structure(self) -> Dict[str, Any]:
+        """What rebuilds these sets on a fresh backbone: each set's name and config (in creation order), which
+        are frozen, and the live sets -- plain values, loadable with ``torch.load(weights_only=True)``."""
+        return {
+            "sets": [{"name": n, "config": dataclasses.asdict(info.config)} for n, info in self._sets.items()],
+            "frozen": sorted(self._frozen),
+            "live": list(self._live),
+        }
+
+    def import_structure(self, structure: Mapping[str, Any]) -> None:
+        """Make the sets what ``export_structure`` described: missing sets are added from their configs (their
+        tensors are then loaded with the method's state), existing ones must have the same config; frozen and
+        live flags are restored. A set that is here but not in ``structure`` is an error (ValueError, one line)."""
+        wanted = [(str(s["name"]), pet_config(s["config"])) for s in structure["sets"]]
+        names = [n for n, _ in wanted]
+        extra = [n for n in self._sets if n not in names]
+        if extra:
+            raise ValueError(f"PET set '{extra[0]}' exists here but not in the saved structure ({names})")
+        for name, cfg in wanted:
+            if name in self._sets:
+                if _plain(dataclasses.asdict(self._sets[name].config)) != _plain(dataclasses.asdict(cfg)):
+                    raise ValueError(f"PET set '{name}' has another config than the saved one")
+            else:
+                self.add_set(name, cfg)
+        self._frozen = set(structure["frozen"]) & set(self._sets)
+        self._live = self._normalise(list(structure["live"]))
+        self._sync(force=True)
+
     def describe(self) -> str:
         """Multi-line summary: backbone structure, then per set its kind, sites, size and state."""
         lines = [self.structure.describe() if self._sets else type(self.model).__name__]
@@ -341,6 +371,15 @@ class PetManager:
         floats = [k for k in d if d[k].is_floating_point()]
         others = [k for k in d if not d[k].is_floating_point()]
         return [d[k] for k in floats], [s[k] for k in floats], [d[k] for k in others], [s[k] for k in others]
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively (a config read back from a checkpoint may hold either)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def _eg(keys: List[str]) -> str:

@@ -1,4 +1,4 @@
-"""The Experience / Scenario contract (DESIGN.md, "The core contracts").
+"""The Experience / Scenario contract (docs/architecture.md, "Scenarios and experiences").
 
 A scenario is a deterministic list of experiences built from a dataset source and a protocol. Labels are
 remapped through the scenario's class order, so experience t holds a contiguous block of global class ids,
@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
+
+from clpet.protocols import Protocol
 
 #: what a ``SampleSet.inputs`` entry is: an image file path / uint8 array, a string, or a float vector.
 MODALITIES = ("image", "text", "vector")
@@ -84,6 +86,8 @@ class Experience:
     class_names: List[str] = field(default_factory=list)
     task_id: int = 0
     task_name: str = ""
+    #: task-incremental language tasks: what a method needs to prompt and score the task (``clpet.scenarios.tasks``)
+    task: Optional[Any] = None
 
     @property
     def n_classes(self) -> int:
@@ -99,8 +103,17 @@ class Scenario:
     class_order: List[int]  # original class id at each remapped position
     class_names: List[str]  # name of each remapped class id
     modality: str
-    protocol: str = "class-incremental"
+    protocol: Protocol = Protocol.CLASS_INCREMENTAL
     info: Dict[str, Any] = field(default_factory=dict)
+    #: whether evaluation gives the method the task id (task-incremental streams may; class-incremental never)
+    task_id_at_eval: bool = False
+    #: the evaluator that scores this stream (``clpet.registry.EVALUATORS``): accuracy | rank | generate
+    evaluation: str = "accuracy"
+
+    def __post_init__(self) -> None:
+        self.protocol = Protocol.parse(self.protocol)
+        if self.task_id_at_eval and self.protocol in (Protocol.CLASS_INCREMENTAL, Protocol.FEW_SHOT_CLASS_INCREMENTAL):
+            raise ValueError(f"scenario '{self.name}': a {self.protocol.value} stream never gives the task id at evaluation")
 
     def __len__(self) -> int:
         return len(self.experiences)
@@ -203,7 +216,7 @@ def build_class_incremental(
         class_order=class_order,
         class_names=[class_names[c] for c in class_order],
         modality=train.modality,
-        protocol="class-incremental",
+        protocol=Protocol.CLASS_INCREMENTAL,
         info=dict(info or {}),
     )
 
@@ -231,6 +244,8 @@ class ScenarioBuilder:
     """
 
     Config = ScenarioConfig
+    #: the protocol of the streams this builder makes (checked against the method before any data is read)
+    protocol: Protocol = Protocol.CLASS_INCREMENTAL
 
     @classmethod
     def build(cls, cfg: Any, seed: int, data_root: Optional[str]) -> Scenario:  # pragma: no cover - abstract
@@ -252,3 +267,69 @@ def cap_per_class(samples: SampleSet, cap: Optional[int], data_seed: int) -> Sam
             idx = np.sort(rng.choice(idx, size=cap, replace=False))
         keep.append(idx)
     return samples.subset(np.sort(np.concatenate(keep)))
+
+
+class SeenView:
+    """What a method may see of a stream: the experiences up to the current one, read-only
+    (docs/architecture.md, "What a method sees").
+
+    The runner advances it (``advance(t)``) before experience t is learned; ``experiences`` then holds experiences
+    0..t. Stream-level facts that the protocol makes public (name, modality, protocol, the number of experiences)
+    are readable; the data of future experiences is not. ``joint`` and ``multitask`` read the union of the seen
+    training sets through ``seen_train()``.
+    """
+
+    def __init__(self, scenario: Scenario, current: int = -1) -> None:
+        self._scenario = scenario
+        self._current = int(current)
+
+    def advance(self, t: int) -> None:
+        if not -1 <= t < len(self._scenario):
+            raise ValueError(f"experience {t} is outside the stream of {len(self._scenario)}")
+        self._current = int(t)
+
+    @property
+    def current(self) -> int:
+        """Index of the experience being learned (-1 before the first)."""
+        return self._current
+
+    @property
+    def experiences(self) -> List[Experience]:
+        return list(self._scenario.experiences[: self._current + 1])
+
+    def __len__(self) -> int:
+        return self._current + 1
+
+    def __getitem__(self, i: int) -> Experience:
+        return self.experiences[i]
+
+    def __iter__(self):
+        return iter(self.experiences)
+
+    @property
+    def name(self) -> str:
+        return self._scenario.name
+
+    @property
+    def modality(self) -> str:
+        return self._scenario.modality
+
+    @property
+    def protocol(self) -> Protocol:
+        return self._scenario.protocol
+
+    @property
+    def task_id_at_eval(self) -> bool:
+        return self._scenario.task_id_at_eval
+
+    @property
+    def n_experiences(self) -> int:
+        return len(self._scenario)
+
+    @property
+    def info(self) -> Dict[str, Any]:
+        return dict(self._scenario.info)
+
+    def seen_train(self) -> SampleSet:
+        """The union of the training sets of experiences 0..current."""
+        return SampleSet.concat([e.train for e in self.experiences])

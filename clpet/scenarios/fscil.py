@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from clpet.protocols import Protocol
 from clpet.registry import SCENARIOS
 from clpet.scenarios import clipart as _clipart
 from clpet.scenarios import wordnet as _wordnet
@@ -29,7 +30,7 @@ from clpet.scenarios._paper import resolve_order
 from clpet.scenarios.base import Experience, SampleSet, Scenario, ScenarioBuilder, ScenarioConfig, cap_per_class
 from clpet.scenarios.common import as_config
 
-PROTOCOL = "few-shot-class-incremental"
+PROTOCOL = Protocol.FEW_SHOT_CLASS_INCREMENTAL
 
 
 @dataclass
@@ -197,6 +198,7 @@ def finish_fscil(
 @SCENARIOS.register("clipart-fscil")
 class ClipartFSCIL(ScenarioBuilder):
     """OpenClipart topics as FSCIL: 14 base classes + 4 sessions of 5-way 5-shot (Debian openclipart-png)."""
+    protocol = Protocol.FEW_SHOT_CLASS_INCREMENTAL
 
     @dataclass
     class Config(FSCILConfig):
@@ -224,6 +226,7 @@ class ClipartFSCIL(ScenarioBuilder):
 @SCENARIOS.register("wordnet-fscil")
 class WordNetFSCIL(ScenarioBuilder):
     """WordNet supersenses as FSCIL: 25 base classes + 4 sessions of 5-way 5-shot (Debian wordnet-base)."""
+    protocol = Protocol.FEW_SHOT_CLASS_INCREMENTAL
 
     @dataclass
     class Config(FSCILConfig):

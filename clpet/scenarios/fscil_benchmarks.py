@@ -39,6 +39,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from clpet.protocols import Protocol
 from clpet.registry import SCENARIOS
 from clpet.scenarios import cifar100 as _cifar
 from clpet.scenarios._checksums import verify_files
@@ -131,6 +132,7 @@ def _n_sessions(cfg: BenchmarkFSCILConfig, n_classes: int) -> int:
 @SCENARIOS.register("cifar100-fscil")
 class CIFAR100FSCIL(ScenarioBuilder):
     """CIFAR-100 FSCIL: 60 base classes + 8 sessions of 5-way 5-shot (TOPIC/CEC protocol)."""
+    protocol = Protocol.FEW_SHOT_CLASS_INCREMENTAL
 
     @dataclass
     class Config(BenchmarkFSCILConfig):
@@ -185,6 +187,7 @@ def _first_missing(paths: List[str]) -> Optional[str]:
 @SCENARIOS.register("mini-imagenet-fscil")
 class MiniImageNetFSCIL(ScenarioBuilder):
     """miniImageNet FSCIL: 60 base classes + 8 sessions of 5-way 5-shot (CEC layout)."""
+    protocol = Protocol.FEW_SHOT_CLASS_INCREMENTAL
 
     @dataclass
     class Config(BenchmarkFSCILConfig):
@@ -293,6 +296,7 @@ def load_cub(folder: str) -> Tuple[SampleSet, SampleSet, List[str], Dict[str, in
 @SCENARIOS.register("cub200-fscil")
 class CUB200FSCIL(ScenarioBuilder):
     """CUB-200-2011 FSCIL: 100 base classes + 10 sessions of 10-way 5-shot (CUB_200_2011 layout)."""
+    protocol = Protocol.FEW_SHOT_CLASS_INCREMENTAL
 
     @dataclass
     class Config(BenchmarkFSCILConfig):

@@ -12,7 +12,7 @@ is an error. Both trees must hold the same classes. ``<base>`` is ``scenario.roo
 ``omnibenchmark``, ``vtab-cil/vtab`` or ``vtab``), else ``data_root`` itself. There are no split files: the split
 is the folder layout. Inputs are file paths; ids are positions in the ``ImageFolder`` sample list.
 
-Defaults follow the APER table (METHODS.md): seed-1993 class order; B0Inc10, except OmniBenchmark B0Inc30; VTAB
+Defaults follow the APER table (docs/methods.md): seed-1993 class order; B0Inc10, except OmniBenchmark B0Inc30; VTAB
 unshuffled (``order=natural``). That VTAB's sorted folder names group the classes by domain (so B0Inc10 gives
 one domain per experience) is an assumption about the distributed folder names, recorded in ``info``.
 """

@@ -1,0 +1,94 @@
+"""What a checkpoint holds is declared, and resume reproduces an uninterrupted run for every method family and
+PET kind (on tiny models: the real-model check is in test_real_runs)."""
+import json
+
+import pytest
+import torch
+
+from clpet.cli import main
+from clpet.methods.base import CheckpointMismatch
+from clpet.pet.keys import is_pet_key
+from clpet.registry import METHODS
+from clpet.results import load_checkpoint
+from tests.scenario_fixtures import write_text_csv
+
+FAST_LAE = ["method.blocks=[0,1]", "method.optim.epochs=2", "method.num_freeze_epochs=1", "method.optim.batch_size=8",
+            "method.optim.lr=0.05", "method.ema_decay=0.9"]
+CASES = {
+    "lae-adapter": ("lae", ["method.pet=adapter", *FAST_LAE]),
+    "lae-lora": ("lae", ["method.pet=lora", *FAST_LAE]),
+    "lae-prefix": ("lae", ["method.pet=prefix", *FAST_LAE]),
+    "adam-adapter": ("adam", ["method.optim.epochs=2", "method.bottleneck=4"]),
+    "adam-finetune": ("adam", ["method.pet=finetune", "method.optim.epochs=1"]),
+    "finetune": ("finetune", ["method.optim.epochs=1"]),
+    "simplecil": ("simplecil", []),
+}
+RESULT_KEYS = ("acc_matrix", "A_t", "A_last", "A_avg", "forgetting", "bwt", "plasticity")
+
+
+def args(root, out, overrides, **extra):
+    base = ["scenario=text-csv", f"data_root={root}", "scenario.increment=2", "backbone.name=tiny-text",
+            "progress=false", "plots=false", f"out_dir={out}"]
+    return ["run", *base, *overrides, *[f"{k}={v}" for k, v in extra.items()]]
+
+
+def metrics(path):
+    return json.loads((path / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_killed_run_resumes_to_the_same_numbers(tmp_path, monkeypatch, case):
+    method, overrides = CASES[case]
+    root = write_text_csv(tmp_path / "data")
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(args(root, full, overrides, method=method)) == 0
+
+    cls = METHODS.get(method)
+    real_learn = cls.learn
+
+    def dies_in_the_second_experience(self, exp):
+        if exp.index == 1:
+            raise KeyboardInterrupt
+        return real_learn(self, exp)
+
+    monkeypatch.setattr(cls, "learn", dies_in_the_second_experience)
+    with pytest.raises(KeyboardInterrupt):
+        main(args(root, cut, overrides, method=method))
+    monkeypatch.undo()
+    saved = load_checkpoint(cut / "checkpoint.pt")
+    assert saved["next_experience"] == 1
+    frozen = [k for k in saved["method"] if k.startswith("backbone.") and not is_pet_key(k)]
+    assert bool(frozen) == (case in ("finetune",)), frozen[:3]  # pretrained weights only where trained
+    assert main(args(root, cut, overrides, method=method, resume="true")) == 0
+    a, b = metrics(full), metrics(cut)
+    for key in RESULT_KEYS + tuple(k for k in a if k.endswith("_acc") or k.endswith("_shift")):
+        assert a[key] == b[key], key
+
+
+def test_pet_structure_is_in_the_checkpoint_and_a_mismatch_names_the_key(tmp_path):
+    from tests.method_fixtures import make_method
+
+    m, scenario, _ = make_method("lae", *FAST_LAE)
+    m.learn_experience(scenario[0])
+    m.learn_experience(scenario[1])  # the offline set exists from experience 2 on
+    state, extra = m.checkpoint_state_dict(), m.extra_state()
+    sets = [s["name"] for s in extra["pet_structure"]["pets"]["sets"]]
+    assert sets == ["online", "offline"] and extra["pet_structure"]["pets"]["frozen"] == ["offline"]
+
+    fresh, _, _ = make_method("lae", *FAST_LAE)  # a new process: only the online set, one head
+    fresh.load_extra_state(extra)
+    fresh.load_checkpoint_state_dict(state)
+    assert fresh.pets.names() == ["online", "offline"] and fresh.pets.is_frozen("offline")
+    for k, v in m.checkpoint_state_dict().items():
+        assert torch.equal(v, fresh.checkpoint_state_dict()[k]), k
+
+    broken = dict(state)
+    key = next(k for k in broken if ".pets.offline." in k)
+    del broken[key]
+    again, _, _ = make_method("lae", *FAST_LAE)
+    again.load_extra_state(extra)
+    with pytest.raises(CheckpointMismatch, match="missing '" + key.replace(".", r"\.")):
+        again.load_checkpoint_state_dict(broken)
+    broken = {**state, key: torch.zeros(3)}
+    with pytest.raises(CheckpointMismatch, match="shape"):
+        again.load_checkpoint_state_dict(broken)
