@@ -25,7 +25,7 @@ def _fail(message: str) -> int:
 def cmd_run(args: List[str]) -> int:
     from omegaconf import OmegaConf
 
-    from clpet.config import ConfigError, compose, rewrite_overrides, validate
+    from clpet.config import ConfigError, compose, rewrite_overrides, validate, with_default_method
 
     multirun = any(a in ("-m", "--multirun") for a in args)
     overrides = [a for a in args if a not in ("-m", "--multirun")]
@@ -33,7 +33,7 @@ def cmd_run(args: List[str]) -> int:
     if bad:
         return _fail(f"unknown option {bad[0]}; clpet run takes key=value overrides and -m")
     try:
-        rewritten = rewrite_overrides(overrides)
+        rewritten = rewrite_overrides(with_default_method(overrides))
         if multirun:
             jobs = expand_sweep(rewritten)
             for job in jobs:  # check every combination before the first job starts
@@ -116,6 +116,7 @@ def launch_multirun(overrides: List[str]) -> int:
 
 
 def cmd_list(_: List[str]) -> int:
+    """Scenarios (with their protocol), methods (with the protocols they support) and backbones, one line each."""
     from clpet.config import available
     from clpet.registry import BACKBONES, METHODS, SCENARIOS
 
@@ -124,10 +125,13 @@ def cmd_list(_: List[str]) -> int:
         names = available(group) if group else registry.names()
         described = registry.describe()
         for name in names:
-            entry = name
-            if group:  # a YAML names its registry entry in `name:`
-                entry = _yaml_entry(group, name)
-            print(f"  {name:<22} {described.get(entry, '')}")
+            entry = _yaml_entry(group, name) if group else name  # a YAML names its registry entry in `name:`
+            protocols = ""
+            if group == "scenario":
+                protocols = f"[{registry.get(entry).protocol.value}] "
+            elif group == "method":
+                protocols = f"[{', '.join(p.value for p in registry.get(entry).protocols)}] "
+            print(f"  {name:<22} {protocols}{described.get(entry, '')}")
     return 0
 
 

@@ -115,6 +115,25 @@ def one_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def with_default_method(args: List[str]) -> List[str]:
+    """``scenario=X`` without ``method=``: X's YAML may name the method it runs by default (``default_method``;
+    the task-incremental language streams run ``seq-lora``, since the class-incremental default ``lae`` does not
+    support them). The run's default method otherwise."""
+    keys = [a.partition("=")[0].lstrip("+~") for a in args]
+    if "method" in keys or "methods@method" in keys:
+        return args
+    chosen = [a.partition("=")[2] for a in args if a.partition("=")[0] == "scenario"]
+    if len(chosen) != 1 or "," in chosen[0]:
+        return args
+    path = config_dir() / GROUPS["scenario"] / f"{chosen[0]}.yaml"
+    if not path.is_file():
+        return args  # rewrite_overrides names the valid scenarios
+    import yaml
+
+    method = (yaml.safe_load(path.read_text()) or {}).get("default_method")
+    return [*args, f"method={method}"] if method else args
+
+
 def rewrite_overrides(args: List[str]) -> List[str]:
     """``scenario=X`` -> ``scenarios@scenario=X`` (checked against the YAMLs), ``method=X`` likewise, and
     ``scenario.k=v`` / ``method.k=v`` / ``backbone.k=v`` -> ``++...`` (add or override; the key itself is then

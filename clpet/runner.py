@@ -159,7 +159,7 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
             f"{scenario.protocol.value}), method {cfg.method.name}, backbone {cfg.backbone.name}, seed {run_cfg.seed}, "
             f"device {device}, precision {ctx.precision}")
         if task_incremental:  # b_j: the untrained model on every task (FWT's reference)
-            baseline = [100.0 * evaluate(j) / counts[j] for j in range(T)]
+            baseline = [float(100.0 * evaluate(j) / counts[j]) for j in range(T)]
             log("untrained model (b_j): " + " ".join(f"{b:.2f}" for b in baseline))
 
     metrics: Dict[str, Any] = {}

