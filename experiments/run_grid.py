@@ -8,7 +8,8 @@ optionally ``reading``, the hand-written interpretation printed under the table.
 Every run goes to ``experiments/runs/<grid>/<scenario>/<variant>/seed<k>`` (git-ignored); a finished run is
 skipped and a killed one resumes, so the script can be stopped and restarted at will. Runs go seed by seed (every
 variant gets seed 0 before any gets seed 1), so a grid stopped part-way still has a complete first seed.
-The table (mean ± std over seeds of A_last, A_avg, forgetting, plasticity, trainable parameters, wall time, plus
+The table (mean ± std over seeds of A_last, A_avg, forgetting, plasticity -- on task-incremental language streams
+average and whole accuracy, BWT, FWT, forgetting, plasticity and peak memory --, trainable parameters, wall time, plus
 FSCIL and LAE extras when present: FSCIL drop and novel accuracy, LAE's online/offline experts, ADAM's halves and
 feature shift), the machine it ran on and the commit(s) of the code that made the runs go to
 ``experiments/results/<grid>.md``.
@@ -97,8 +98,13 @@ def planned_runs(grid: dict, base: Path) -> list:
             for var in grid["variants"] if sc["name"] not in var.get("skip", [])]
 
 
+CIL_COLUMNS = {"A_last": "A_last", "A_avg": "A_avg", "forgetting": "forgetting", "plasticity": "plasticity"}
+#: task-incremental language streams: what LM continual-learning tables report
+TIL_COLUMNS = {"avg_task_acc": "average acc", "A_last": "whole acc", "bwt": "BWT", "fwt": "FWT",
+               "forgetting": "forgetting", "plasticity": "plasticity", "peak_rss_mb": "peak RSS (MiB)"}
+
+
 def table(grid: dict, base: Path) -> str:
-    cols = ["A_last", "A_avg", "forgetting", "plasticity"]
     lines = []
     for sc in grid["scenarios"]:
         rows, extra_cols = [], []
@@ -113,8 +119,9 @@ def table(grid: dict, base: Path) -> str:
             if not ms:
                 continue
             row = {"variant": var["label"], "n": len(ms)}
-            for c in cols:
-                row[c] = mean_std([m.get(c) for m in ms])
+            cols = TIL_COLUMNS if ms[0].get("protocol") == "task-incremental" else CIL_COLUMNS
+            for key, title in cols.items():
+                row[title] = mean_std([m.get(key) for m in ms], fmt=".0f" if key == "peak_rss_mb" else ".2f")
             if any("fscil" in m for m in ms):
                 fs = [m["fscil"] for m in ms if "fscil" in m]
                 sessions = np.mean([f["session_acc"] for f in fs], axis=0)
