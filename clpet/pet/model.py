@@ -19,15 +19,15 @@ import copy
 import dataclasses
 import re
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from torch import nn
 
 from clpet.pet.base import Attach, PetKind
 from clpet.pet.config import PetConfig, pet_config
+from clpet.pet.sets import NamedSets
 from clpet.pet.sites import Structure, find_structure, parent_slot
 from clpet.pet.wrappers import PetWrapper
 from clpet.registry import PETS
@@ -43,7 +43,7 @@ class _Set:
     paths: List[str] = field(default_factory=list)
 
 
-class PetManager:
+class PetManager(NamedSets):
     """Named PET sets on ``model`` (a Backbone or any module holding a timm ViT / BERT encoder / timm CNN).
 
     ``freeze_backbone`` sets ``requires_grad=False`` on every parameter of ``model`` at construction."""
@@ -159,31 +159,6 @@ class PetManager:
         self._live = live
         self._sync()
 
-    @contextmanager
-    def use(self, names: Names) -> Iterator[None]:
-        """``with pets.use("offline"): ...`` -- live sets for the block, the previous ones restored after."""
-        previous = self._live
-        self.set_active(names)
-        try:
-            yield
-        finally:
-            self.set_active(previous)
-
-    def freeze(self, name: str) -> None:
-        """Keep a set's parameters out of training (``requires_grad=False``) even while it is live."""
-        self._get(name)
-        self._frozen.add(name)
-        self._sync()
-
-    def unfreeze(self, name: str) -> None:
-        self._get(name)
-        self._frozen.discard(name)
-        self._sync()
-
-    def is_frozen(self, name: str) -> bool:
-        self._get(name)
-        return name in self._frozen
-
     def refresh(self) -> None:
         """Re-apply live sets and ``requires_grad`` to every set (after code that called
         ``model.requires_grad_(...)`` or replaced modules)."""
@@ -263,19 +238,10 @@ class PetManager:
         """Make the sets what ``export_structure`` described: missing sets are added from their configs (their
         tensors are then loaded with the method's state), existing ones must have the same config; frozen and
         live flags are restored. A set that is here but not in ``structure`` is an error (ValueError, one line)."""
-        wanted = [(str(s["name"]), pet_config(s["config"])) for s in structure["sets"]]
-        names = [n for n, _ in wanted]
-        extra = [n for n in self._sets if n not in names]
-        if extra:
-            raise ValueError(f"PET set '{extra[0]}' exists here but not in the saved structure ({names})")
-        for name, cfg in wanted:
-            if name in self._sets:
-                if _plain(dataclasses.asdict(self._sets[name].config)) != _plain(dataclasses.asdict(cfg)):
-                    raise ValueError(f"PET set '{name}' has another config than the saved one")
-            else:
-                self.add_set(name, cfg)
-        self._frozen = set(structure["frozen"]) & set(self._sets)
-        self._live = self._normalise(list(structure["live"]))
+        frozen, live = self.restore_structure(structure, lambda n: dataclasses.asdict(self._sets[n].config),
+                                              lambda n, cfg: self.add_set(n, pet_config(cfg)))
+        self._frozen = frozen
+        self._live = self._normalise(live)
         self._sync(force=True)
 
     def describe(self) -> str:
@@ -371,15 +337,6 @@ class PetManager:
         floats = [k for k in d if d[k].is_floating_point()]
         others = [k for k in d if not d[k].is_floating_point()]
         return [d[k] for k in floats], [s[k] for k in floats], [d[k] for k in others], [s[k] for k in others]
-
-
-def _plain(value: Any) -> Any:
-    """Tuples as lists, recursively (a config read back from a checkpoint may hold either)."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 def _eg(keys: List[str]) -> str:

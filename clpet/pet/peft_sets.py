@@ -15,13 +15,13 @@ from __future__ import annotations
 import copy
 import re
 from collections import OrderedDict
-from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from torch import nn
 
 from clpet.pet.keys import register_pet_segments
+from clpet.pet.sets import NamedSets
 
 Names = Union[None, str, Sequence[str]]
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
@@ -50,7 +50,7 @@ def peft_config(cfg: Mapping[str, Any]) -> Any:
         raise ValueError(f"PEFT {kind}: {exc}") from None
 
 
-class PeftSets:
+class PeftSets(NamedSets):
     """Named PEFT adapter sets on ``backbone.model`` (a Hugging Face LM). The base weights are frozen."""
 
     def __init__(self, model: nn.Module) -> None:
@@ -118,29 +118,6 @@ class PeftSets:
             raise ValueError(f"set_active: a set is named twice in {list(live)}")
         self._live = live
         self._sync()
-
-    @contextmanager
-    def use(self, names: Names) -> Iterator[None]:
-        previous = self._live
-        self.set_active(names)
-        try:
-            yield
-        finally:
-            self.set_active(previous)
-
-    def freeze(self, name: str) -> None:
-        self._get(name)
-        self._frozen.add(name)
-        self._sync()
-
-    def unfreeze(self, name: str) -> None:
-        self._get(name)
-        self._frozen.discard(name)
-        self._sync()
-
-    def is_frozen(self, name: str) -> bool:
-        self._get(name)
-        return name in self._frozen
 
     # -- tensors -----------------------------------------------------------------------------------------------
     def _tensors(self, name: str) -> "OrderedDict[str, torch.Tensor]":
@@ -210,19 +187,9 @@ class PeftSets:
                 "frozen": sorted(self._frozen), "live": list(self._live)}
 
     def import_structure(self, structure: Mapping[str, Any]) -> None:
-        wanted = [(str(s["name"]), dict(s["config"])) for s in structure["sets"]]
-        names = [n for n, _ in wanted]
-        extra = [n for n in self._configs if n not in names]
-        if extra:
-            raise ValueError(f"PEFT set '{extra[0]}' exists here but not in the saved structure ({names})")
-        for name, cfg in wanted:
-            if name in self._configs:
-                if _plain(self._configs[name]) != _plain(cfg):
-                    raise ValueError(f"PEFT set '{name}' has another config than the saved one")
-            else:
-                self.add_set(name, cfg)
-        self._frozen = set(structure["frozen"]) & set(self._configs)
-        self.set_active(list(structure["live"]))
+        frozen, live = self.restore_structure(structure, self.config, lambda n, cfg: self.add_set(n, dict(cfg)))
+        self._frozen = frozen
+        self.set_active(live)
 
     # -- internals ---------------------------------------------------------------------------------------------
     def _get(self, name: str) -> Dict[str, Any]:
@@ -251,11 +218,3 @@ class PeftSets:
             flag = name in self._live and name not in self._frozen
             for p in self._tensors(name).values():
                 p.requires_grad_(flag)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
