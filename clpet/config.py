@@ -189,8 +189,19 @@ def _typed(registry, node: Any, where: str, extra: Optional[Dict[str, Any]] = No
         raise ConfigError(f"{where}: {one_line(exc)}") from None
 
 
+SEED_MAX = 2**32 - 1  # NumPy's legacy RandomState (class orders, caps) takes seeds in [0, 2**32 - 1]
+
+
 def validate(cfg: DictConfig) -> Resolved:
     """Check every name and key against the registries; one ``ConfigError`` line on the first problem."""
+    for key in ("scenario", "method"):  # `~method` deletes a node every run needs
+        if key not in cfg or cfg.get(key) is None:
+            raise ConfigError(f"'{key}' was deleted or emptied; every run needs a {key} (a file of "
+                              f"{GROUPS[key]}/, e.g. {key}={DEFAULT_SCENARIO if key == 'scenario' else DEFAULT_METHOD})")
+    return _validate(cfg)
+
+
+def _validate(cfg: DictConfig) -> Resolved:
     from clpet.context import resolve_device, resolve_precision
     from clpet.protocols import check_pair
     from clpet.registry import UnknownNameError
@@ -215,6 +226,8 @@ def validate(cfg: DictConfig) -> Resolved:
     for key in ("num_workers", "eval_batch_size"):
         if getattr(run, key) < (0 if key == "num_workers" else 1):
             raise ConfigError(f"{key} must be {'>= 0' if key == 'num_workers' else '>= 1'}, got {getattr(run, key)}")
+    if not 0 <= run.seed <= SEED_MAX:
+        raise ConfigError(f"seed must be in [0, {SEED_MAX}] (the range NumPy's RandomState takes), got {run.seed}")
     if run.image_cache_mb < 0:
         raise ConfigError(f"image_cache_mb must be >= 0 (0 turns the decoded-image cache off), got {run.image_cache_mb}")
     if run.resume and not run.out_dir:

@@ -114,3 +114,19 @@ def test_precision_is_recorded(in_tmp):
     m = json.loads((in_tmp / "p" / "metrics.json").read_text())
     assert m["precision"] == "bf16" and m["peak_memory"] and m["peak_memory"][0]["rss_mb"] > 0
     assert "precision: bf16" in (in_tmp / "p" / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("~method", "'method' was deleted"),
+    ("seed=4294967296", "seed must be in [0, 4294967295]"),
+    ("seed=-1", "seed must be in"),
+    ("scenario.increment=1000", "increment 1000 is larger than"),
+    ("method=lae method.rank=-3", "LAE rank must be positive"),
+    ("method=lae method.blocks=[]", "LAE blocks must be distinct"),
+    ("method=adam method.bottleneck=0", "ADAM bottleneck and prompt_length must be positive"),
+])
+def test_bad_values_named_by_outside_testing_fail_in_one_line(in_tmp, capsys, override, message):
+    assert main(["run", "scenario=synthetic", "progress=false", f"out_dir={in_tmp / 'x'}", *override.split()]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not (in_tmp / "x").exists()

@@ -185,7 +185,7 @@ def test_wordnet_parses_wndb_files(tmp_path):
     with open(root / "data.noun", "a", encoding="utf-8") as f:  # a synset with 10 (0x0a) words
         words = " ".join(f"w{i} 0" for i in range(10))
         f.write(f"09999999 05 n 0a {words} 000 | ten words; \"example\"\n")
-    s = WordNetSupersenses.build({"root": str(root), "test_fraction": 0.3}, 0, None)
+    s = WordNetSupersenses.build({"root": str(root), "test_fraction": 0.3, "increment": 3}, 0, None)
     assert sorted(s.class_names) == sorted(LEXNAMES[i] for i in WORDNET_LEX)
     assert s.modality == "text" and s.info["n_classes"] == len(WORDNET_LEX)
     texts = [t for e in s for part in (e.train, e.test) for t in part.inputs]

@@ -56,6 +56,9 @@ class ADAMConfig(MethodConfig):
     def __post_init__(self) -> None:
         if self.pet not in ADAM_PETS:
             raise ValueError(f"unknown ADAM pet '{self.pet}'; valid: {', '.join(ADAM_PETS)}")
+        if self.bottleneck <= 0 or self.prompt_length <= 0:
+            raise ValueError(f"ADAM bottleneck and prompt_length must be positive; got {self.bottleneck}, "
+                             f"{self.prompt_length}")
 
 
 def adam_pet_config(cfg: ADAMConfig, family: str) -> Any:

@@ -55,6 +55,13 @@ class LAEConfig(MethodConfig):
     def __post_init__(self) -> None:
         if self.pet not in PET_KINDS:
             raise ValueError(f"unknown LAE pet '{self.pet}'; valid: {', '.join(PET_KINDS)}")
+        for key in ("bottleneck", "rank", "prefix_length"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"LAE {key} must be positive; got {getattr(self, key)}")
+        if not 0.0 < self.head_init_std < float("inf"):
+            raise ValueError(f"LAE head_init_std must be a finite number > 0; got {self.head_init_std}")
+        if not list(self.blocks) or any(b < 0 for b in self.blocks) or len(set(self.blocks)) != len(self.blocks):
+            raise ValueError(f"LAE blocks must be distinct non-negative block indices; got {list(self.blocks)}")
         if self.num_freeze_epochs < 0 or not 0.0 <= self.ema_decay <= 1.0:
             raise ValueError(f"need num_freeze_epochs >= 0 and 0 <= ema_decay <= 1; got "
                              f"{self.num_freeze_epochs}, {self.ema_decay}")

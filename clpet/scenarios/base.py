@@ -149,6 +149,9 @@ def class_increments(n_classes: int, init: int, increment: int) -> List[int]:
         raise ValueError(f"init must be in [0, {n_classes}], got {init}")
     sizes = [init] if init > 0 else []
     remaining = n_classes - sum(sizes)
+    if remaining > 0 and increment > remaining:
+        raise ValueError(f"increment {increment} is larger than the {remaining} classes left after the first "
+                         f"experience (the stream has {n_classes}); choose increment <= {remaining}")
     while remaining > 0:
         sizes.append(min(increment, remaining))
         remaining -= sizes[-1]
