@@ -2,7 +2,8 @@
 
 ``exact_match``: equal after stripping and case folding (the O-LoRA / MIGU label metric). ``rouge_l``: the ROUGE-L
 F-measure of Google's ``rouge-score`` package (the ROUGE-1.5.5 reimplementation TRACE's MeetingBank uses).
-``edit_similarity``: ``rapidfuzz``'s normalised Levenshtein similarity (TRACE's Py150 metric). Both packages compute
+``edit_similarity``: ``rapidfuzz.fuzz.ratio`` / 100, the normalised indel similarity that ``fuzzywuzzy``'s
+``fuzz.ratio`` computes in TRACE's Py150 evaluation (BeyonderXX/TRACE ``metrics.py``). Both packages compute
 locally; ``evaluate.load`` would fetch metric scripts from a hub at run time.
 """
 from __future__ import annotations
@@ -37,9 +38,9 @@ def rouge_l(prediction: str, reference: str) -> float:
 
 
 def edit_similarity(prediction: str, reference: str) -> float:
-    from rapidfuzz.distance import Levenshtein
+    from rapidfuzz import fuzz
 
-    return float(Levenshtein.normalized_similarity(prediction, reference))
+    return float(fuzz.ratio(prediction, reference)) / 100.0
 
 
 METRICS: Dict[str, Callable[[str, str], float]] = {
