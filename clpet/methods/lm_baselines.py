@@ -120,16 +120,10 @@ class MultitaskConfig(SeqLoRAConfig):
 
 
 @METHODS.register("multitask")
-class Multitask(LMMethod):
+class Multitask(SeqLoRA):
     """Joint upper bound: at task t a fresh LoRA trained on the union of the seen tasks' training sets."""
 
     Config = MultitaskConfig
-
-    def setup(self, backbone, scenario, ctx) -> None:
-        super().setup(backbone, scenario, ctx)
-        self.make_pets().add_set(LORA, self.cfg.lora.peft())
-        self.pets.set_active(LORA)
-        self.to(ctx.device)
 
     def learn(self, experience: Experience) -> None:
         self.pets.delete_set(LORA)  # from the pretrained start again
