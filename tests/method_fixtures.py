@@ -68,3 +68,41 @@ def make_lm_method(method: str, *overrides: str, backbone: str = "tiny-llama"):
     torch.manual_seed(0)
     scenario = SCENARIOS.get("text-tasks").build(cfg.scenario, seed=0, data_root=str(root))
     return build_method(cfg, scenario, torch.device("cpu")), scenario
+
+
+RESUME_KEYS = ("acc_matrix", "A_t", "A_last", "A_avg", "forgetting", "bwt", "plasticity", "fwt", "baseline")
+
+
+def kill_and_resume(tmp_path, monkeypatch, method: str, run_args, dies_at: int = 1):
+    """Run ``run_args(out_dir)`` uninterrupted; run it again killed while learning experience ``dies_at``;
+    resume it; assert the resumed run's numbers (``RESUME_KEYS``, every ``*_acc`` and ``*_shift``) equal the
+    uninterrupted run's. Returns (the uninterrupted run's metrics, the checkpoint the killed run left)."""
+    import json
+
+    import pytest
+
+    from clpet.cli import main
+    from clpet.registry import METHODS
+    from clpet.results import load_checkpoint
+
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(run_args(full)) == 0
+    cls = METHODS.get(method)
+    real_learn = cls.learn
+
+    def dies(self, exp):
+        if exp.index == dies_at:
+            raise KeyboardInterrupt
+        return real_learn(self, exp)
+
+    monkeypatch.setattr(cls, "learn", dies)
+    with pytest.raises(KeyboardInterrupt):
+        main(run_args(cut))
+    monkeypatch.undo()
+    saved = load_checkpoint(cut / "checkpoint.pt")
+    assert saved["next_experience"] == dies_at
+    assert main([*run_args(cut), "resume=true"]) == 0
+    a, b = (json.loads((p / "metrics.json").read_text()) for p in (full, cut))
+    for key in RESUME_KEYS + tuple(k for k in a if k.endswith("_acc") or k.endswith("_shift")):
+        assert a.get(key) == b.get(key), key
+    return a, saved

