@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import os
 import shutil
 import tempfile
@@ -127,6 +128,8 @@ class LanguageModel(Backbone):
         self.feature_dim = int(getattr(model.config, "hidden_size", None) or model.config.d_model)
         self._collate = LMCollate(tokenizer, seq2seq, max_length, max_answer_length)
         self._key = key
+        # the model's forward keywords, read once (PEFT injects layers in place: the signature stays)
+        self._forward_keys = frozenset(inspect.signature(model.forward).parameters)
 
     @property
     def cache_key(self) -> str:
@@ -207,17 +210,12 @@ class LanguageModel(Backbone):
         picked = logp.gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1)
         return (picked * (targets != -100)).sum(dim=1).view(n, c).cpu()
 
-    def _forward_parameters(self) -> Any:
-        import inspect
-
-        return inspect.signature(self.model.forward).parameters
-
     def _keeps_logits(self) -> bool:
-        return "logits_to_keep" in self._forward_parameters()
+        return "logits_to_keep" in self._forward_keys
 
     def _cache_argument(self) -> str:
         """``cache`` (transformers >= 5.2x) or ``past_key_values`` (earlier)."""
-        return "cache" if "cache" in self._forward_parameters() else "past_key_values"
+        return "cache" if "cache" in self._forward_keys else "past_key_values"
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[str], max_new_tokens: Optional[int] = None) -> List[str]:
