@@ -211,3 +211,22 @@ def write_cl_benchmark(root: Path, tasks=("dbpedia", "amazon", "yahoo", "agnews"
                     for lab in labels for i in range(per_label)]
             (folder / f"{split}.json").write_text(json.dumps(rows))
     return root
+
+
+def write_trace(root: Path, tasks=None, n_train: int = 4, n_test: int = 3, nested: bool = True) -> Path:
+    """TRACE's layout: ``LLM-CL_Benchmark/<task>/{train,eval,test}.json`` with ``prompt`` / ``answer`` rows (the
+    folder level omitted when not ``nested``). Answers are short strings of each task's kind."""
+    import json
+
+    from clpet.scenarios.trace import FOLDER, TRACE_TASKS
+
+    answers = {"C-STANCE": "A", "FOMC": "B", "MeetingBank": "The council approved the plan.",
+               "Py150": "x = <NUM_LIT>", "ScienceQA": "C\nBecause it floats.", "NumGLUE-cm": "12",
+               "NumGLUE-ds": "7", "20Minuten": "Der Hund schläft."}
+    base = root / FOLDER if nested else root
+    for name in tasks or TRACE_TASKS:
+        (base / name).mkdir(parents=True, exist_ok=True)
+        for split, n in (("train", n_train), ("eval", 2), ("test", n_test)):
+            rows = [{"prompt": f"Task {name}, item {i}. Answer:", "answer": answers[name]} for i in range(n)]
+            (base / name / f"{split}.json").write_text(json.dumps(rows, ensure_ascii=False))
+    return root

@@ -36,10 +36,11 @@ class RankClassification(Evaluator):
 
 @EVALUATORS.register("generate")
 class Generation(Evaluator):
-    """Greedy generation scored with the task's metric (exact match, ROUGE-L, edit similarity)."""
+    """Greedy generation scored with the task's metric (``clpet.evaluation.text_metrics.METRICS``); the prompt is
+    the source a metric such as SARI compares against."""
 
     def score(self, method: "Method", experience: Experience, task_id: Optional[int]) -> float:
         _needs_lm(method, "generate_set")
         metric = METRICS[experience.task.metric]
         outputs = method.generate_set(experience.test, experience, task_id)
-        return float(sum(metric(out, answer) for out, (_, answer) in zip(outputs, experience.test.inputs)))
+        return float(sum(metric(out, answer, prompt) for out, (prompt, answer) in zip(outputs, experience.test.inputs)))

@@ -16,7 +16,7 @@ from clpet.scenarios.base import (
 from clpet.scenarios import clipart, fashion_mnist, image_folder, synthetic, text_csv, wordnet  # noqa: F401
 from clpet.scenarios import cifar100, fscil, fscil_benchmarks, imagenet_r, presplit  # noqa: F401
 from clpet.scenarios import avalanche_scenario  # noqa: F401  (imports Avalanche only when built)
-from clpet.scenarios import lm_benchmarks, lm_offline, tasks  # noqa: F401  (task-incremental language streams)
+from clpet.scenarios import lm_benchmarks, lm_offline, tasks, trace  # noqa: F401  (task-incremental language streams)
 
 __all__ = [
     "MODALITIES",

@@ -24,8 +24,7 @@ from clpet.protocols import Protocol
 from clpet.registry import SCENARIOS
 from clpet.scenarios.base import Scenario, ScenarioBuilder
 from clpet.scenarios.common import as_config, resolve_root
-from clpet.scenarios.tasks import (TaskStreamConfig, TextTask, build_task_stream, cap_task, columns, pick_order,
-                                   task_samples)
+from clpet.scenarios.tasks import TaskStreamConfig, TextTask, build_task_stream, pick_order, read_task_split
 
 #: task name -> (folder under CL_Benchmark, instruction)
 BENCHMARK_TASKS: Dict[str, Tuple[str, str]] = {
@@ -74,12 +73,7 @@ def load_benchmark_task(root: str, name: str, cfg: Any) -> Tuple[TextTask, Any, 
         path = os.path.join(base, f"{split}.json")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"lm benchmark: no {path} (CL_Benchmark layout: {split}.json per task)")
-        with open(path, encoding="utf-8") as f:
-            rows = json.load(f)
-        texts, answers = columns(rows, ["sentence", "label"], path)
-        samples = task_samples(task, texts, [str(a) for a in answers], range(len(texts)), split, path)
-        splits.append(cap_task(samples, cfg.max_train_per_label if split == "train" else cfg.max_test_per_label,
-                               cfg.data_seed))
+        splits.append(read_task_split(task, path, ["sentence", "label"], split, cfg))
     return (task, *splits)
 
 

@@ -18,13 +18,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import yaml
 
+from clpet.evaluation.text_metrics import METRICS as GENERATION_METRICS
 from clpet.protocols import Protocol
 from clpet.registry import SCENARIOS
 from clpet.scenarios.base import Experience, SampleSet, Scenario, ScenarioBuilder, cap_per_class
 from clpet.scenarios.common import as_config, resolve_root
 
 DEFAULT_TEMPLATE = "{instruction}\n{input}\nAnswer:"
-GENERATION_METRICS = ("exact_match", "rouge_l", "edit_similarity")
 EVALUATIONS = ("rank", "generate")
 
 
@@ -168,6 +168,13 @@ def columns(rows: List[Dict[str, Any]], keys: Sequence[str], path: str) -> List[
     return [[r.get(k) for r in rows] for k in keys]
 
 
+def read_task_split(task: TextTask, path: str, keys: Sequence[str], split: str, cfg: TaskStreamConfig) -> SampleSet:
+    """One split of a task from a CSV/JSON file: the input and answer columns ``keys``, capped per ``cfg``."""
+    texts, answers = columns(read_rows(path), keys, path)
+    samples = task_samples(task, texts, [str(a) for a in answers], range(len(texts)), split, path)
+    return cap_task(samples, cfg.max_train_per_label if split == "train" else cfg.max_test_per_label, cfg.data_seed)
+
+
 @SCENARIOS.register("text-tasks")
 class TextTasks(ScenarioBuilder):
     """Your own task sequence: a folder of per-task train/test files (CSV or JSON) and a ``tasks.yaml``."""
@@ -207,11 +214,7 @@ class TextTasks(ScenarioBuilder):
                             template=str(e.get("template", DEFAULT_TEMPLATE)), metric=str(e.get("metric", "exact_match")))
             splits = []
             for split in ("train", "test"):
-                path = os.path.join(root, str(e[split]))
-                texts, answers = columns(read_rows(path), [e.get("input_column", "input"), e.get("label_column", "output")],
-                                         path)
-                samples = task_samples(task, texts, [str(a) for a in answers], range(len(texts)), split, path)
-                cap = cfg.max_train_per_label if split == "train" else cfg.max_test_per_label
-                splits.append(cap_task(samples, cap, cfg.data_seed))
+                keys = [e.get("input_column", "input"), e.get("label_column", "output")]
+                splits.append(read_task_split(task, os.path.join(root, str(e[split])), keys, split, cfg))
             tasks.append((task, *splits))
         return build_task_stream("text-tasks", tasks, cfg.evaluation, cfg.task_id_at_eval, info={"root": root})
