@@ -1,7 +1,7 @@
 """DataLoaders over ``SampleSet``s: the backbone's preprocessing runs in ``collate_fn`` (so in workers)."""
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -50,9 +50,15 @@ def make_loader(
     num_workers: int = 0,
     pin_memory: bool = False,
     drop_last: bool = False,
+    batches: Optional[Sequence[Sequence[int]]] = None,
 ) -> DataLoader:
     """A loader yielding ``(batch, targets, ids)``. Shuffling draws from its own generator seeded with
-    ``seed``, so the sample order does not depend on what else consumed the global RNG."""
+    ``seed``, so the sample order does not depend on what else consumed the global RNG. ``batches`` (lists of
+    sample indices, e.g. a replay sampler's) fixes the batches instead of ``batch_size``/``shuffle``."""
+    if batches is not None:
+        return DataLoader(_Indexed(samples), batch_sampler=[list(map(int, b)) for b in batches],
+                          num_workers=num_workers, collate_fn=_Collate(preprocess), pin_memory=pin_memory,
+                          persistent_workers=False)
     generator = torch.Generator().manual_seed(int(seed)) if shuffle else None
     return DataLoader(
         _Indexed(samples),

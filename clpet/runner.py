@@ -63,7 +63,7 @@ def build_method(cfg: Resolved, scenario: Scenario, device: Optional[torch.devic
         backbone.enable_image_cache(run_cfg.image_cache_mb)
         method_cls = METHODS.get(cfg.method.name)
         check_pair(cfg.method.name, method_cls.protocols, scenario.name, scenario.protocol)
-        method = method_cls(cfg.method)
+        method = method_cls.for_protocol(scenario.protocol)(cfg.method)
         ctx = RunContext(
             device=device, seed=run_cfg.seed, num_workers=run_cfg.num_workers, eval_batch_size=run_cfg.eval_batch_size,
             progress=run_cfg.progress, feature_cache=FeatureCache(run_cfg.cache_dir),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 import torch
 from tqdm import tqdm
@@ -67,6 +67,7 @@ def check_optim(cfg: OptimConfig) -> None:
 
 
 ParamGroups = List[Dict[str, Any]]
+Batches = Callable[[int], List[List[int]]]  # epoch -> that epoch's batches (indices into the samples)
 
 
 def build_optimizer(groups: ParamGroups, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -115,6 +116,7 @@ def fit(
     seed: int,
     param_groups: Optional[ParamGroups] = None,
     desc: str = "train",
+    batches: Optional[Batches] = None,
 ) -> List[Dict[str, float]]:
     """Train ``method`` on ``samples`` for ``cfg.epochs`` epochs; returns per-epoch mean loss terms.
 
@@ -122,13 +124,19 @@ def fit(
     identically whether the run was resumed or not. ``param_groups`` defaults to one group of
     ``method.trainable_parameters()``; the optimizer is built over those with ``requires_grad`` only.
 
+    ``batches(epoch)``, when given, returns the epoch's batches as lists of indices into ``samples`` (a replay
+    sampler's fixed number of mixed batches, ConPET); otherwise each epoch is a shuffled pass.
+
     When ``method.ctx.trainer`` is set (another training loop hosting the method, e.g. the Avalanche strategy),
     the call goes to it with the same arguments; :func:`train_loop` is clpet's own loop.
     """
     trainer = method.ctx.trainer
     if trainer is not None:
+        if batches is not None:
+            raise ValueError(f"{type(method).__name__} draws its own batches (a replay sampler), which the hosting "
+                             f"training loop does not take; run it with clpet's own loop")
         return trainer(method, samples, cfg, seed, param_groups, desc)
-    return train_loop(method, samples, cfg, seed, param_groups, desc)
+    return train_loop(method, samples, cfg, seed, param_groups, desc, batches)
 
 
 def train_loop(
@@ -138,6 +146,7 @@ def train_loop(
     seed: int,
     param_groups: Optional[ParamGroups] = None,
     desc: str = "train",
+    batches: Optional[Batches] = None,
 ) -> List[Dict[str, float]]:
     """clpet's training loop (what :func:`fit` runs when no other trainer is set)."""
     ctx = method.ctx
@@ -154,12 +163,14 @@ def train_loop(
             samples, preprocess, cfg.batch_size, shuffle=True, seed=seed * 1_000_003 + epoch,
             num_workers=ctx.num_workers, pin_memory=ctx.pin_memory,
             drop_last=cfg.drop_last and len(samples) >= cfg.batch_size,
+            batches=None if batches is None else batches(epoch),
         )
         sums: Dict[str, float] = {}
         n_batches = 0
         bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", disable=not ctx.progress, leave=False)
         n_total = len(loader)
-        for i, (batch, targets, _) in enumerate(bar):
+        for i, (batch, targets, ids) in enumerate(bar):
+            method.on_batch(ids)
             if i % accum == 0:  # a new optimizer step begins (its gradients stay readable until the next one)
                 optimizer.zero_grad(set_to_none=True)
             batch, targets = batch_to(batch, ctx.device), targets.to(ctx.device)

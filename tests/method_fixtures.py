@@ -82,20 +82,19 @@ def kill_and_resume(tmp_path, monkeypatch, method: str, run_args, dies_at: int =
     import pytest
 
     from clpet.cli import main
-    from clpet.registry import METHODS
+    from clpet.methods.base import Method
     from clpet.results import load_checkpoint
 
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert main(run_args(full)) == 0
-    cls = METHODS.get(method)
-    real_learn = cls.learn
+    real_learn = Method.learn_experience  # every method's class learns through it (whatever for_protocol picks)
 
     def dies(self, exp):
         if exp.index == dies_at:
             raise KeyboardInterrupt
         return real_learn(self, exp)
 
-    monkeypatch.setattr(cls, "learn", dies)
+    monkeypatch.setattr(Method, "learn_experience", dies)
     with pytest.raises(KeyboardInterrupt):
         main(run_args(cut))
     monkeypatch.undo()

@@ -20,6 +20,9 @@ CASES = {
     "adam-finetune": ("adam", ["method.pet=finetune", "method.optim.epochs=1"]),
     "finetune": ("finetune", ["method.optim.epochs=1"]),
     "simplecil": ("simplecil", []),
+    "conpet-static": ("conpet-static", ["method.optim.epochs=1", "method.steps_per_epoch=3", "method.memory=kmeans",
+                                        "method.exemplars_per_class=2"]),
+    "conpet-dynamic": ("conpet-dynamic", ["method.optim.epochs=1", "method.steps_per_epoch=3"]),
 }
 
 
@@ -50,6 +53,8 @@ LM_CASES = {
     "seq-lora-llama": ("seq-lora", "tiny-llama"), "seq-lora-t5": ("seq-lora", "tiny-t5"),
     "inc-lora-llama": ("inc-lora", "tiny-llama"), "multitask-t5": ("multitask", "tiny-t5"),
     "seq-ft-llama": ("seq-ft", "tiny-llama"), "zero-shot-llama": ("zero-shot", "tiny-llama"),
+    "ilora-llama": ("ilora", "tiny-llama"), "ilora-t5": ("ilora", "tiny-t5"),
+    "conpet-static-t5": ("conpet-static", "tiny-t5"),
 }
 
 
@@ -61,6 +66,8 @@ def test_killed_lm_run_resumes_to_the_same_numbers(tmp_path, monkeypatch, case):
     root = write_text_tasks(tmp_path / "tasks")
     fast = ["method.optim.epochs=2", "method.optim.batch_size=4"] if method != "zero-shot" else []
     fast += ["method.lora.rank=2"] if "lora" in method or method == "multitask" else []
+    fast += ["method.buffer_size=5"] if method == "ilora" else []
+    fast += ["method.steps_per_epoch=3"] if method == "conpet-static" else []
 
     def run_args(out):
         return ["run", "scenario=text-tasks", f"data_root={root}", f"method={method}", f"backbone.name={backbone}",

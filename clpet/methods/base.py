@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, Optional, Tuple, Type
 
 import numpy as np
 import torch
@@ -67,6 +67,12 @@ class Method(nn.Module):
         self.mode: Optional[str] = None  # the live prediction mode (None = the method's own prediction)
 
     # -- lifecycle -----------------------------------------------------------------------------------------
+    @classmethod
+    def for_protocol(cls, protocol: Protocol) -> Type["Method"]:
+        """The class that runs this method on ``protocol``: itself, unless one registered name covers protocols
+        whose implementations differ (ConPET on classification heads and on language models)."""
+        return cls
+
     def setup(self, backbone: Backbone, scenario: Scenario, ctx: RunContext) -> None:
         """Attach the backbone (frozen unless the method trains it), the seen-so-far view of ``scenario`` and
         the run context.
@@ -153,6 +159,10 @@ class Method(nn.Module):
     def loss_terms(self, batch: Any, targets: torch.Tensor) -> Dict[str, torch.Tensor]:  # pragma: no cover
         """Named loss terms for one batch; the loop sums them, backpropagates and logs each."""
         raise NotImplementedError
+
+    def on_batch(self, ids: torch.Tensor) -> None:
+        """Before each training batch's loss: the ids of its samples (``SampleSet.ids``), for methods that key
+        caches by sample (ConPET's frozen experts)."""
 
     def after_step(self) -> None:
         pass

@@ -21,6 +21,22 @@ from clpet.scenarios.base import Experience, SampleSet
 from clpet.training import OptimConfig, fit
 
 
+class HeadClassifier:
+    """Features -> ``self.head`` logits, cross-entropy over every seen class (finetune, joint, ConPET static)."""
+
+    head: IncrementalLinear
+    n_seen: int
+
+    def logits(self, batch: Any) -> torch.Tensor:
+        return self.head(self.backbone.features(batch).float())
+
+    def predict(self, batch: Any) -> torch.Tensor:
+        return self.logits(batch)[:, : self.n_seen]
+
+    def loss_terms(self, batch: Any, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return {"ce": F.cross_entropy(self.logits(batch), targets)}
+
+
 @dataclass
 class FinetuneConfig(MethodConfig):
     name: str = "finetune"
@@ -30,7 +46,7 @@ class FinetuneConfig(MethodConfig):
 
 
 @METHODS.register("finetune")
-class Finetune(Method):
+class Finetune(HeadClassifier, Method):
     """Sequential fine-tuning of backbone + growing head (the lower bound: forgets)."""
 
     Config = FinetuneConfig
@@ -43,15 +59,6 @@ class Finetune(Method):
     def setup(self, backbone, scenario, ctx) -> None:
         self.head = IncrementalLinear(backbone.feature_dim)
         super().setup(backbone, scenario, ctx)
-
-    def logits(self, batch: Any) -> torch.Tensor:
-        return self.head(self.backbone.features(batch).float())
-
-    def predict(self, batch: Any) -> torch.Tensor:
-        return self.logits(batch)[:, : self.n_seen]
-
-    def loss_terms(self, batch: Any, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
-        return {"ce": F.cross_entropy(self.logits(batch), targets)}
 
     def param_groups(self) -> List[Dict[str, Any]]:
         body = [p for p in self.backbone.parameters() if p.requires_grad]

@@ -1,0 +1,176 @@
+"""ConPET's mechanisms on tiny models: the dynamic replay sampler, the K-means exemplar memory, the dynamic
+variant's routing (top-k, -100 fill, teacher forcing in training only), frozen old experts with cached outputs,
+and a training cost per task that does not grow with the number of tasks."""
+import numpy as np
+import pytest
+import torch
+
+from clpet.methods.conpet import SELECTOR, expert_set, route
+from clpet.replay import dynamic_replay_batches, kmeans_exemplars
+from tests.method_fixtures import make_method, word_stream
+
+FAST = ["method.optim.epochs=1", "method.optim.lr=0.02", "method.steps_per_epoch=4", "method.optim.batch_size=8"]
+
+
+# ------------------------------------------------------------------------------------------ replay sampler
+@pytest.mark.parametrize("old_sizes", [[6], [6, 600, 60], [5] * 9])
+def test_replay_sampler_has_fixed_steps_half_old_and_distinct_new_samples(old_sizes):
+    rng = np.random.RandomState(0)
+    batches = dynamic_replay_batches(20, old_sizes, steps=7, batch_size=8, replay_fraction=0.5, rng=rng)
+    assert len(batches) == 7 and all(len(b) == 8 for b in batches)  # whatever the number of old tasks
+    for b in batches:
+        new, old = b[:4], b[4:]
+        assert all(i < 20 for i in new) and len(set(new)) == 4  # current samples, distinct within the batch
+        assert all(20 <= i < 20 + sum(old_sizes) for i in old)
+    alone = dynamic_replay_batches(20, [], 3, 8, 0.5, rng)
+    assert len(alone) == 3 and all(len(b) == 8 and max(b) < 20 for b in alone)  # no old task: current samples only
+
+
+def test_replay_sampler_picks_old_tasks_uniformly_whatever_their_sizes():
+    sizes = [5, 500, 50, 1]
+    rng = np.random.RandomState(1)
+    batches = dynamic_replay_batches(10, sizes, steps=3000, batch_size=8, replay_fraction=0.5, rng=rng)
+    edges = np.cumsum([10, *sizes])
+    task = np.searchsorted(edges, [i for b in batches for i in b[4:]], side="right") - 1
+    freq = np.bincount(task, minlength=len(sizes)) / len(task)
+    assert np.allclose(freq, 0.25, atol=0.015)  # 12000 draws: sd of one frequency 0.004
+    within = [i - edges[1] for b in batches for i in b[4:] if edges[1] <= i < edges[2]]
+    assert len(set(within)) > 450  # samples of a task drawn uniformly: nearly all 500 appear
+
+
+def test_kmeans_memory_keeps_the_sample_nearest_each_centroid():
+    rng = np.random.RandomState(0)
+    centres = np.array([[0, 0], [10, 0], [0, 10]], dtype=float)
+    feats, labels, exact = [], [], []
+    for c in range(2):
+        for k, centre in enumerate(centres + 30 * c):
+            pts = centre + rng.uniform(-1, 1, size=(6, 2))
+            pts -= pts.mean(axis=0) - centre  # the cluster's mean is its centre...
+            exact.append(sum(len(f) for f in feats) + 6)  # ...and one sample sits exactly on it
+            feats.append(np.vstack([pts, centre]))
+            labels += [c] * 7
+    x, y = np.vstack(feats), np.array(labels)
+    picked = kmeans_exemplars(x, y, per_class=3, seed=0)
+    assert picked.tolist() == sorted(exact)
+    assert kmeans_exemplars(x, y, per_class=100, seed=0).tolist() == list(range(len(y)))  # small classes: all
+
+
+# ------------------------------------------------------------------------------------------ dynamic ConPET
+def test_route_takes_top_k_and_teacher_forcing_replaces_the_last_slot():
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0]])
+    assert route(logits, 1, None).tolist() == [[True, False, False, False], [False, False, False, True]]
+    assert route(logits, 2, None).sum(dim=1).tolist() == [2, 2]
+    forced = route(logits, 2, torch.tensor([3, 3]))
+    assert forced.tolist() == [[True, False, False, True], [False, False, True, True]]  # row 1 had it already
+    assert route(logits, 9, None).all()  # k beyond the tasks: every expert
+
+
+def three_tasks():
+    return word_stream(n_classes=6, increment=2)
+
+
+def test_dynamic_conpet_freezes_old_experts_and_caches_their_outputs():
+    m, scenario, _ = make_method("conpet-dynamic", *FAST, scenario=three_tasks())
+    m.learn_experience(scenario[0])
+    expert0 = {k: v.clone() for k, v in m.pets.state_dict(expert_set(0)).items()}
+    head0 = [p.clone() for p in m.head.heads[0].parameters()]
+    m.learn_experience(scenario[1])
+    selector_after_task1 = {k: v.clone() for k, v in m.pets.state_dict(SELECTOR).items()}
+    m.learn_experience(scenario[2])
+    assert all(torch.equal(v, m.pets.state_dict(expert_set(0))[k]) for k, v in expert0.items())
+    assert all(torch.equal(a, b) for a, b in zip(head0, m.head.heads[0].parameters()))
+    assert any(not torch.equal(v, m.pets.state_dict(SELECTOR)[k]) for k, v in selector_after_task1.items())
+    assert m._expert_cache  # old samples went through the frozen experts' cache
+    (t, task, sid), cached = next(iter(m._expert_cache.items()))
+    sample = scenario[task].train.subset(np.flatnonzero(scenario[task].train.ids == sid))
+    batch = m.backbone.preprocess_fn(train=False)(sample.inputs)
+    with torch.no_grad():
+        m.eval()
+        recomputed = m.head.heads[t](m._features(batch, expert_set(t)))[0]
+    torch.testing.assert_close(cached, recomputed)
+
+
+def test_unselected_experts_get_the_null_logit_and_eval_has_no_teacher_forcing():
+    m, scenario, _ = make_method("conpet-dynamic", *FAST, scenario=three_tasks())
+    for e in scenario:
+        m.learn_experience(e)
+    m.eval()
+    batch = m.backbone.preprocess_fn(train=False)(scenario[0].test.inputs[:6])
+    with torch.no_grad():
+        picked = route(m.selector_logits(batch), 1, None)
+        logits = m.predict(batch)
+    slices = m.class_slices()
+    for r in range(logits.shape[0]):
+        for t, cols in enumerate(slices):
+            block = logits[r, cols]
+            assert bool((block == -100.0).all()) != bool(picked[r, t])  # only the routed expert fills its classes
+    # a sample routed to the wrong task is predicted among that task's classes: no gold task at evaluation
+    wrong = [r for r in range(logits.shape[0]) if not picked[r, 0]]
+    for r in wrong:
+        assert int(logits[r].argmax()) >= 2
+
+
+def test_training_cost_per_task_does_not_grow_with_the_number_of_tasks():
+    stream = word_stream(n_classes=8, increment=2)
+    m, scenario, _ = make_method("conpet-dynamic", *FAST, scenario=stream)
+    for e in scenario:
+        m.learn_experience(e)
+    steps = [c["optimizer_steps"] for c in m.cost_diagnostics()["train_cost"]]
+    assert steps[1] == steps[2] == steps[3] == 2 * 4  # selector + expert, 4 steps each, every task alike
+    full, scenario, _ = make_method("conpet-static", *FAST, "method.steps_per_epoch=null", scenario=stream)
+    for e in scenario:
+        full.learn_experience(e)
+    grows = [c["optimizer_steps"] for c in full.cost_diagnostics()["train_cost"]]
+    assert grows[1] < grows[2] < grows[3]  # replaying everything costs more with each task
+
+
+def test_static_conpet_with_kmeans_memory_replays_exemplars_only(monkeypatch):
+    m, scenario, _ = make_method("conpet-static", *FAST, "method.memory=kmeans", "method.exemplars_per_class=3",
+                                 scenario=three_tasks())
+    m.learn_experience(scenario[0])
+    assert len(m.exemplars[0]) == 3 * 2  # 3 per class, 2 classes
+    m.learn_experience(scenario[1])
+    pools = m.old_pools()  # while task 1 is the current one: task 0's exemplars
+    assert [len(p) for p in pools] == [6] and sorted(m.exemplars) == [0, 1]
+    assert set(pools[0].ids.tolist()) <= set(scenario[0].train.ids.tolist())
+
+
+def test_selector_accuracy_is_reported_and_dynamic_refuses_lm_streams(in_tmp, capsys):
+    from clpet.cli import main
+    from tests.method_fixtures import final_report
+    from tests.scenario_fixtures import write_text_tasks
+
+    m, scenario, _ = make_method("conpet-dynamic", *FAST, scenario=three_tasks())
+    for e in scenario:
+        m.learn_experience(e)
+    report = final_report(m)
+    assert 0 <= report["selector_acc"] <= 100 and "selector_avg_task_acc" in report and len(report["train_cost"]) == 3
+    root = write_text_tasks(in_tmp / "d")
+    assert main(["run", "scenario=text-tasks", f"data_root={root}", "method=conpet-dynamic",
+                 "backbone.name=tiny-llama", f"out_dir={in_tmp / 'x'}"]) == 2
+    assert "supports class-incremental" in capsys.readouterr().err
+
+
+def test_static_conpet_on_a_language_model_replays_old_tasks():
+    from tests.method_fixtures import make_lm_method
+
+    m, scenario = make_lm_method("conpet-static", "method.optim.epochs=1", "method.optim.batch_size=4",
+                                 "method.steps_per_epoch=3")
+    seen = []
+    real = type(m).on_batch
+
+    def spy(self, ids):
+        seen.append([self.batch_keys[int(i)][0] for i in ids])
+        real(self, ids)
+
+    type(m).on_batch, restore = spy, real
+    try:
+        m.learn_experience(scenario[0])
+        first = len(seen)
+        m.learn_experience(scenario[1])
+    finally:
+        type(m).on_batch = restore
+    assert all(set(b) == {0} for b in seen[:first])
+    later = seen[first:]
+    assert len(later) == 3 and all(b[:2] == [1, 1] and b[2:] == [0, 0] for b in later)  # half new, half old
+    assert np.isfinite(m.candidate_logprobs(scenario[0].test, scenario[0], None)).all()
