@@ -54,7 +54,7 @@ LM_CASES = {
     "inc-lora-llama": ("inc-lora", "tiny-llama"), "multitask-t5": ("multitask", "tiny-t5"),
     "seq-ft-llama": ("seq-ft", "tiny-llama"), "zero-shot-llama": ("zero-shot", "tiny-llama"),
     "ilora-llama": ("ilora", "tiny-llama"), "ilora-t5": ("ilora", "tiny-t5"),
-    "conpet-static-t5": ("conpet-static", "tiny-t5"),
+    "conpet-static-t5": ("conpet-static", "tiny-t5"), "conpet-dynamic-llama": ("conpet-dynamic", "tiny-llama"),
 }
 
 
@@ -67,7 +67,7 @@ def test_killed_lm_run_resumes_to_the_same_numbers(tmp_path, monkeypatch, case):
     fast = ["method.optim.epochs=2", "method.optim.batch_size=4"] if method != "zero-shot" else []
     fast += ["method.lora.rank=2"] if "lora" in method or method == "multitask" else []
     fast += ["method.buffer_size=5"] if method == "ilora" else []
-    fast += ["method.steps_per_epoch=3"] if method == "conpet-static" else []
+    fast += ["method.steps_per_epoch=3"] if method.startswith("conpet") else []
 
     def run_args(out):
         return ["run", "scenario=text-tasks", f"data_root={root}", f"method={method}", f"backbone.name={backbone}",

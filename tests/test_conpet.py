@@ -135,20 +135,42 @@ def test_static_conpet_with_kmeans_memory_replays_exemplars_only(monkeypatch):
     assert set(pools[0].ids.tolist()) <= set(scenario[0].train.ids.tolist())
 
 
-def test_selector_accuracy_is_reported_and_dynamic_refuses_lm_streams(in_tmp, capsys):
-    from clpet.cli import main
+def test_selector_accuracy_is_reported():
     from tests.method_fixtures import final_report
-    from tests.scenario_fixtures import write_text_tasks
 
     m, scenario, _ = make_method("conpet-dynamic", *FAST, scenario=three_tasks())
     for e in scenario:
         m.learn_experience(e)
     report = final_report(m)
     assert 0 <= report["selector_acc"] <= 100 and "selector_avg_task_acc" in report and len(report["train_cost"]) == 3
-    root = write_text_tasks(in_tmp / "d")
-    assert main(["run", "scenario=text-tasks", f"data_root={root}", "method=conpet-dynamic",
-                 "backbone.name=tiny-llama", f"out_dir={in_tmp / 'x'}"]) == 2
-    assert "supports class-incremental" in capsys.readouterr().err
+
+
+def test_dynamic_conpet_on_a_language_model_routes_prompts_to_experts(monkeypatch):
+    from tests.method_fixtures import make_lm_method
+
+    m, scenario = make_lm_method("conpet-dynamic", "method.optim.epochs=1", "method.optim.batch_size=4",
+                                 "method.steps_per_epoch=3")
+    m.learn_experience(scenario[0])
+    m.learn_experience(scenario[1])
+    assert m.pets.names() == [SELECTOR, expert_set(0), expert_set(1)]
+    assert m.pets.is_frozen(expert_set(0)) and m.pets.is_frozen(expert_set(1))
+    steps = [c["optimizer_steps"] for c in m.cost_diagnostics()["train_cost"]]
+    assert steps[1] == 3 + 3  # selector and expert phases: steps_per_epoch each
+    e = scenario[0]
+    # routed to its own expert (the task id given): that expert's scores, finite
+    own = m.candidate_logprobs(e.test, e, 0)
+    assert np.isfinite(own).all()
+    # routed to the other task: a miss on every row, which the rank evaluator counts as wrong
+    monkeypatch.setattr(type(m), "prompt_selector_logits", lambda self, prompts: torch.tensor([[0.0, 1.0]] * len(prompts)))
+    away = m.candidate_logprobs(e.test, e, None)
+    assert np.isneginf(away).all()
+    from clpet.evaluation.lm import RankClassification
+
+    assert RankClassification().score(m, e, None) == 0.0
+    assert (m.predict_set(e.test, e) == -1).all()
+    acc = m.selector_accuracy()  # every prompt sent to task 1: right on task 1's samples only
+    n0, n1 = len(e.test), len(scenario[1].test)
+    assert acc["selector_acc"] == round(100 * n1 / (n0 + n1), 4) and acc["selector_avg_task_acc"] == 50.0
 
 
 def test_static_conpet_on_a_language_model_replays_old_tasks():

@@ -26,12 +26,20 @@ def _needs_lm(method: "Method", what: str) -> None:
 
 @EVALUATORS.register("rank")
 class RankClassification(Evaluator):
-    """The label word with the highest summed log-probability after the prompt, against the gold label."""
+    """The label word with the highest summed log-probability after the prompt, against the gold label. A row
+    with no finite score is a miss: the method predicted outside this task's labels (ConPET's routing)."""
 
     def score(self, method: "Method", experience: Experience, task_id: Optional[int]) -> float:
         _needs_lm(method, "candidate_logprobs")
         scores = method.candidate_logprobs(experience.test, experience, task_id)  # (N, labels)
-        return float(np.sum(scores.argmax(axis=1) == experience.test.targets))
+        return float(np.sum(rank_predictions(scores) == experience.test.targets))
+
+
+def rank_predictions(scores: np.ndarray) -> np.ndarray:
+    """The argmax label of each row of ``scores``; -1 where no score is finite (no label of the task predicted)."""
+    if scores.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.where(np.isfinite(scores).any(axis=1), scores.argmax(axis=1), -1)
 
 
 @EVALUATORS.register("generate")

@@ -30,6 +30,7 @@ the same names (``for_protocol``).
 from __future__ import annotations
 
 import math
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type
@@ -113,10 +114,11 @@ class DynamicReplay:
         return [e.train.subset(self.exemplars[e.index]) for e in seen]
 
     def replay_fit(self, experience: Experience, seed: int, desc: str, relabel: Optional[Callable] = None,
-                   param_groups: Optional[List[Dict[str, Any]]] = None) -> None:
+                   param_groups: Optional[List[Dict[str, Any]]] = None, replay: bool = True) -> None:
         """Train on ``experience`` with dynamic replay of the old pools (a plain pass on the first task).
-        ``relabel(samples, task) -> targets`` replaces the targets (the selector learns task ids)."""
-        pools = self.old_pools() if experience.index > 0 else []
+        ``relabel(samples, task) -> targets`` replaces the targets (the selector learns task ids). ``replay=False``
+        (from the second task on): ``steps_per_epoch`` batches of current samples only, the same fixed cost."""
+        pools = self.old_pools() if experience.index > 0 and replay else []
         parts = [experience.train, *pools]
         tasks = [experience.index, *range(len(pools))]
         if relabel is not None:
@@ -131,9 +133,10 @@ class DynamicReplay:
             return dynamic_replay_batches(len(experience.train), sizes, self.cfg.steps_per_epoch,
                                           self.cfg.optim.batch_size, self.cfg.replay_fraction, rng)
 
-        dynamic = bool(pools) and self.cfg.steps_per_epoch is not None
+        dynamic = experience.index > 0 and self.cfg.steps_per_epoch is not None
         fit(self, union, self.cfg.optim, seed=seed, param_groups=param_groups, desc=desc,
             batches=replay_batches if dynamic else None)
+        self.cost[-1]["train_time_s"] = round(time.perf_counter() - self._cost_start, 3)
 
     def on_batch(self, ids: torch.Tensor) -> None:
         self.current_keys = [self.batch_keys[int(i)] for i in ids]
@@ -157,7 +160,10 @@ class DynamicReplay:
         self.exemplars = {int(k): np.asarray(v) for k, v in state["exemplars"].items()}
 
     def start_cost(self, experience: Experience) -> None:
-        self.cost.append({"task": experience.index, "optimizer_steps": 0, "forward_samples": 0})
+        """A new entry of ``train_cost``: optimizer steps, samples through the training step, and the training
+        wall time (seconds, this machine's) of the task."""
+        self._cost_start = time.perf_counter()
+        self.cost.append({"task": experience.index, "optimizer_steps": 0, "forward_samples": 0, "train_time_s": 0.0})
 
     def cost_diagnostics(self) -> Dict[str, Any]:
         return {"train_cost": [dict(c) for c in self.cost]}
@@ -273,15 +279,34 @@ def route(selector_logits: torch.Tensor, k: int, gold: Optional[torch.Tensor]) -
     return picked
 
 
+class SelectorState:
+    """Checkpointed state of dynamic ConPET beyond the PET sets: the selector head's size and the current task."""
+
+    selector_head: IncrementalLinear
+    task: int
+
+    def extra_state(self) -> Dict[str, Any]:
+        return {**super().extra_state(), "selector_sizes": self.selector_head.sizes, "task": self.task}
+
+    def load_extra_state(self, state: Dict[str, Any]) -> None:
+        super().load_extra_state(state)
+        for n in state["selector_sizes"][len(self.selector_head.sizes):]:
+            self.selector_head.grow(int(n))
+        self.task = int(state["task"])
+
+
 @METHODS.register("conpet-dynamic")
-class ConPETDynamic(ConPETStatic):
+class ConPETDynamic(SelectorState, ConPETStatic):
     """A LoRA expert + head per task and a selector routing each sample to its top-k experts."""
 
     Config = ConPETDynamicConfig
-    protocols = CLASS_PROTOCOLS  # the language-model version (routing over LoRA experts scored by rank) is not built yet
 
     @classmethod
     def for_protocol(cls, protocol: Protocol) -> Type[Method]:
+        if protocol == Protocol.TASK_INCREMENTAL:
+            from clpet.methods.conpet_lm import ConPETDynamicLM
+
+            return ConPETDynamicLM
         return cls
 
     def __init__(self, cfg: Any) -> None:
@@ -294,7 +319,8 @@ class ConPETDynamic(ConPETStatic):
 
     def setup(self, backbone, scenario, ctx) -> None:
         if getattr(backbone, "is_language_model", False):
-            raise ValueError(f"{self.cfg.name} on a language model runs on task-incremental streams only")
+            raise ValueError(f"{self.cfg.name} on a language model runs on task-incremental streams; scenario "
+                             f"'{scenario.name}' is {scenario.protocol.value}: use an encoder backbone (minilm, ...)")
         self.head = IncrementalLinear(backbone.feature_dim)  # expert heads: heads[t] is expert t's
         self.selector_head = IncrementalLinear(backbone.feature_dim)  # one output per task
         Method.setup(self, backbone, scenario, ctx)
@@ -439,12 +465,3 @@ class ConPETDynamic(ConPETStatic):
 
     def diagnostics(self, test: SampleSet) -> Dict[str, Any]:
         return {**self.cost_diagnostics(), **self.selector_accuracy(test)}
-
-    def extra_state(self) -> Dict[str, Any]:
-        return {**super().extra_state(), "selector_sizes": self.selector_head.sizes, "task": self.task}
-
-    def load_extra_state(self, state: Dict[str, Any]) -> None:
-        super().load_extra_state(state)
-        for n in state["selector_sizes"][len(self.selector_head.sizes):]:
-            self.selector_head.grow(int(n))
-        self.task = int(state["task"])

@@ -132,10 +132,12 @@ class LMMethod(Method):
     @torch.inference_mode()
     def predict_set(self, samples: SampleSet, experience: Optional[Experience] = None,
                     task_id: Optional[int] = None) -> np.ndarray:
-        """The rank-classification label index of every sample."""
+        """The rank-classification label index of every sample (-1 where the method predicts none of the task's)."""
         if experience is None or experience.task is None:
             raise ValueError(f"{type(self).__name__} scores language tasks: predict_set needs the sample's experience")
-        return self.candidate_logprobs(samples, experience, task_id).argmax(axis=1)
+        from clpet.evaluation.lm import rank_predictions
+
+        return rank_predictions(self.candidate_logprobs(samples, experience, task_id))
 
     def predict(self, batch: Any) -> torch.Tensor:  # pragma: no cover - LM methods are scored per set
         raise NotImplementedError("LM methods are scored with candidate_logprobs / generate_set")
