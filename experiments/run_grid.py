@@ -1,6 +1,6 @@
 """Run a grid of clpet experiments (scenarios × method variants × seeds) and write its results table.
 
-    .venv/bin/python experiments/run_grid.py experiments/offline_cil.yaml [--only SUBSTRING] [--table-only]
+    .venv/bin/python experiments/run_grid.py experiments/offline_cil.yaml [--only SUBSTRING] [--seeds 0 1] [--table-only]
 
 The grid file names ``scenarios`` (each with its overrides), ``variants`` (a label and the overrides that make it,
 e.g. ``method=lae method.pet=lora``, optionally ``skip`` scenarios where the variant cannot run), ``seeds`` and
@@ -154,6 +154,7 @@ def main() -> None:
     ap.add_argument("grid")
     ap.add_argument("--only", default="", help="run only scenario/variant labels containing this")
     ap.add_argument("--table-only", action="store_true")
+    ap.add_argument("--seeds", type=int, nargs="*", default=None, help="run only these of the grid's seeds")
     ns = ap.parse_args()
     grid_path = Path(ns.grid).resolve()
     grid = yaml.safe_load(grid_path.read_text())
@@ -161,6 +162,8 @@ def main() -> None:
     planned = planned_runs(grid, base)
     if not ns.table_only:
         for sc, var, seed, run in planned:
+            if ns.seeds is not None and seed not in ns.seeds:
+                continue
             if not ns.only or ns.only in f"{sc['name']}/{var['label']}":
                 run_one([*sc.get("overrides", []), *var["overrides"], f"seed={seed}"], run)
     done = [run for *_, run in planned if finished(run)]
