@@ -132,9 +132,11 @@ def fit(
     """
     trainer = method.ctx.trainer
     if trainer is not None:
-        if batches is not None:
-            raise ValueError(f"{type(method).__name__} draws its own batches (a replay sampler), which the hosting "
-                             f"training loop does not take; run it with clpet's own loop")
+        from clpet.methods.base import Method
+
+        if batches is not None or type(method).on_batch is not Method.on_batch:
+            raise ValueError(f"{type(method).__name__} draws its own batches or reads their sample ids, which the "
+                             f"hosting training loop does not provide; run it with clpet's own loop")
         return trainer(method, samples, cfg, seed, param_groups, desc)
     return train_loop(method, samples, cfg, seed, param_groups, desc, batches)
 

@@ -90,7 +90,7 @@ def test_dynamic_conpet_freezes_old_experts_and_caches_their_outputs():
     torch.testing.assert_close(cached, recomputed)
 
 
-def test_unselected_experts_get_the_null_logit_and_eval_has_no_teacher_forcing():
+def test_unselected_experts_get_the_null_logit_and_eval_has_no_teacher_forcing(monkeypatch):
     m, scenario, _ = make_method("conpet-dynamic", *FAST, scenario=three_tasks())
     for e in scenario:
         m.learn_experience(e)
@@ -99,15 +99,14 @@ def test_unselected_experts_get_the_null_logit_and_eval_has_no_teacher_forcing()
     with torch.no_grad():
         picked = route(m.selector_logits(batch), 1, None)
         logits = m.predict(batch)
-    slices = m.class_slices()
     for r in range(logits.shape[0]):
-        for t, cols in enumerate(slices):
-            block = logits[r, cols]
-            assert bool((block == -100.0).all()) != bool(picked[r, t])  # only the routed expert fills its classes
-    # a sample routed to the wrong task is predicted among that task's classes: no gold task at evaluation
-    wrong = [r for r in range(logits.shape[0]) if not picked[r, 0]]
-    for r in wrong:
-        assert int(logits[r].argmax()) >= 2
+        for t, cols in enumerate(m.class_slices()):
+            assert bool((logits[r, cols] == -100.0).all()) != bool(picked[r, t])  # only routed experts fill theirs
+    # every sample sent to task 2: predictions among task 2's classes, the gold task 0 is not forced in
+    monkeypatch.setattr(type(m), "selector_logits", lambda self, b: torch.tensor([[0.0, 0.0, 1.0]] * 6))
+    with torch.no_grad():
+        routed = m.predict(batch)
+    assert (routed.argmax(dim=1) >= 4).all() and (routed[:, :4] == -100.0).all()
 
 
 def test_training_cost_per_task_does_not_grow_with_the_number_of_tasks():
@@ -124,25 +123,54 @@ def test_training_cost_per_task_does_not_grow_with_the_number_of_tasks():
     assert grows[1] < grows[2] < grows[3]  # replaying everything costs more with each task
 
 
-def test_static_conpet_with_kmeans_memory_replays_exemplars_only(monkeypatch):
+def test_static_conpet_with_kmeans_memory_replays_exemplars_only():
     m, scenario, _ = make_method("conpet-static", *FAST, "method.memory=kmeans", "method.exemplars_per_class=3",
                                  scenario=three_tasks())
     m.learn_experience(scenario[0])
     assert len(m.exemplars[0]) == 3 * 2  # 3 per class, 2 classes
+    keys = []
+    real = type(m).on_batch
+
+    def spy(self, ids):
+        real(self, ids)
+        keys.extend(self.current_keys)
+
+    type(m).on_batch = spy
+    try:
+        m.learn_experience(scenario[1])
+    finally:
+        type(m).on_batch = real
+    old_ids = {i for t, i in keys if t == 0}
+    exemplar_ids = set(scenario[0].train.ids[m.exemplars[0]].tolist())
+    assert old_ids and old_ids <= exemplar_ids  # replayed old samples are exemplars, nothing else of task 0
+    assert sorted(m.exemplars) == [0, 1] and [len(p) for p in m.old_pools()] == [6]
+
+
+def test_dynamic_conpet_trains_under_bf16_autocast():
+    m, scenario, _ = make_method("conpet-dynamic", *FAST, "precision=bf16", scenario=three_tasks())
+    assert m.ctx.precision == "bf16"
+    m.learn_experience(scenario[0])
     m.learn_experience(scenario[1])
-    pools = m.old_pools()  # while task 1 is the current one: task 0's exemplars
-    assert [len(p) for p in pools] == [6] and sorted(m.exemplars) == [0, 1]
-    assert set(pools[0].ids.tolist()) <= set(scenario[0].train.ids.tolist())
+    preds = m.predict_set(scenario[1].test)
+    assert preds.shape == (len(scenario[1].test),) and preds.max() < 4
+    assert all(v.dtype == torch.float32 for v in m._expert_cache.values())
 
 
-def test_selector_accuracy_is_reported():
+def test_selector_accuracy_is_reported(monkeypatch):
     from tests.method_fixtures import final_report
 
     m, scenario, _ = make_method("conpet-dynamic", *FAST, scenario=three_tasks())
     for e in scenario:
         m.learn_experience(e)
     report = final_report(m)
-    assert 0 <= report["selector_acc"] <= 100 and "selector_avg_task_acc" in report and len(report["train_cost"]) == 3
+    assert 0 <= report["selector_acc"] <= 100 and len(report["train_cost"]) == 3
+    # a selector that always answers task 1 is right on task 1's test samples only
+    monkeypatch.setattr(type(m), "selector_logits", lambda self, b: torch.tensor([[0.0, 1.0, 0.0]]).repeat(
+        (b if isinstance(b, torch.Tensor) else next(iter(b.values()))).shape[0], 1))
+    acc = m.selector_accuracy(type(scenario[0].test).concat([e.test for e in scenario]))
+    sizes = [len(e.test) for e in scenario]
+    assert acc["selector_acc"] == round(100 * sizes[1] / sum(sizes), 4)
+    assert acc["selector_avg_task_acc"] == round(100 / 3, 4)
 
 
 def test_dynamic_conpet_on_a_language_model_routes_prompts_to_experts(monkeypatch):
@@ -171,6 +199,24 @@ def test_dynamic_conpet_on_a_language_model_routes_prompts_to_experts(monkeypatc
     acc = m.selector_accuracy()  # every prompt sent to task 1: right on task 1's samples only
     n0, n1 = len(e.test), len(scenario[1].test)
     assert acc["selector_acc"] == round(100 * n1 / (n0 + n1), 4) and acc["selector_avg_task_acc"] == 50.0
+
+
+def test_dynamic_conpet_lm_scores_the_next_task_and_takes_the_task_id(in_tmp):
+    """FWT needs task t+1 scored after task t, before its expert exists; with the task id given at evaluation
+    each sample goes to its own expert."""
+    from clpet.cli import main
+    from tests.scenario_fixtures import write_text_tasks
+
+    root = write_text_tasks(in_tmp / "d")
+    for extra, out in (([], "a"), (["scenario.task_id_at_eval=true"], "b")):
+        args = ["run", "scenario=text-tasks", f"data_root={root}", "method=conpet-dynamic", "backbone.name=tiny-llama",
+                "progress=false", "plots=false", f"out_dir={in_tmp / out}", "method.steps_per_epoch=2", *extra]
+        assert main(args) == 0
+        import json
+
+        m = json.loads((in_tmp / out / "metrics.json").read_text())
+        assert m["acc_matrix"][0][1] > 0  # the next task answered by the existing expert, not counted as misses
+        assert m["fwt"] == pytest.approx(m["acc_matrix"][0][1] - m["baseline"][1])
 
 
 def test_static_conpet_on_a_language_model_replays_old_tasks():

@@ -40,8 +40,11 @@ def test_slow_adapter_follows_the_interpolation_rule_and_gets_no_gradient(monkey
 
     monkeypatch.setattr(type(m), "after_step", watch)
     m.learn_experience(scenario[0])
+    n0 = len(steps)
     m.learn_experience(scenario[1])
-    assert len(steps) >= 4 and steps[0] == 0.5 and steps[1] == pytest.approx(0.6)  # the ramp restarts per task
+    assert n0 >= 2 and len(steps) > n0 + 1
+    assert steps[0] == 0.5 and steps[1] == pytest.approx(0.6)  # a = min(1 - 1/(s+1), 0.6) for s = 1, 2
+    assert steps[n0] == 0.5 and steps[n0 + 1] == pytest.approx(0.6)  # the step count restarts with each task
     slow = m.pets.state_dict(SLOW)
     for k, v in expected.items():
         torch.testing.assert_close(slow[k], v, rtol=1e-6, atol=1e-7)
@@ -79,7 +82,6 @@ def test_reservoir_keeps_each_item_with_probability_capacity_over_seen():
         assert len(b) == 20 and b.seen == 200
         counts[b.items] += 1
     freq = counts / 2000
-    assert abs(freq.mean() - 0.1) < 1e-9  # exactly capacity / n on average, by construction
     assert freq[:100].mean() == pytest.approx(freq[100:].mean(), abs=0.01)  # early and late items alike
     assert freq.std() < 0.02  # each item near 0.1 (binomial sd of one frequency: 0.0067)
     assert len(set(map(id, b.sample(20, rng)))) == 20  # without replacement

@@ -15,7 +15,9 @@ Large Language Models", arXiv 2309.14763; docs/methods.md, "ConPET"). Reference 
   fill theirs, and the prediction is the argmax over every seen class (the softmax of the reference). In training
   the gold task replaces the last of the top-k slots when missing (teacher forcing). Old experts are frozen, so
   their logits are computed once per sample and cached (replay costs no extra forward through them), and the
-  routing of a training sample is cached while the selector is frozen (the expert phase).
+  routing of a training sample is cached while the selector is frozen (the expert phase). The expert phase draws
+  the same half-old batches as the reference; under top-1 routing with teacher forcing an old sample goes to its
+  own frozen expert and adds a constant to the loss (no gradient), as there.
 
 Where clpet differs from the reference code: the static head grows with the stream (the reference sizes it for
 every class of every task, future ones inside the softmax, which class-incremental learning cannot know); routing
@@ -114,10 +116,12 @@ class DynamicReplay:
         return [e.train.subset(self.exemplars[e.index]) for e in seen]
 
     def replay_fit(self, experience: Experience, seed: int, desc: str, relabel: Optional[Callable] = None,
-                   param_groups: Optional[List[Dict[str, Any]]] = None, replay: bool = True) -> None:
-        """Train on ``experience`` with dynamic replay of the old pools (a plain pass on the first task).
-        ``relabel(samples, task) -> targets`` replaces the targets (the selector learns task ids). ``replay=False``
-        (from the second task on): ``steps_per_epoch`` batches of current samples only, the same fixed cost."""
+                   param_groups: Optional[List[Dict[str, Any]]] = None, replay: bool = True,
+                   fixed_steps: bool = False) -> None:
+        """Train on ``experience`` with dynamic replay of the old pools (a plain pass on the first task, as the
+        reference). ``relabel(samples, task) -> targets`` replaces the targets (the selector learns task ids).
+        ``replay=False``: current samples only; with ``fixed_steps`` in ``steps_per_epoch`` batches on every task,
+        the first included."""
         pools = self.old_pools() if experience.index > 0 and replay else []
         parts = [experience.train, *pools]
         tasks = [experience.index, *range(len(pools))]
@@ -133,7 +137,7 @@ class DynamicReplay:
             return dynamic_replay_batches(len(experience.train), sizes, self.cfg.steps_per_epoch,
                                           self.cfg.optim.batch_size, self.cfg.replay_fraction, rng)
 
-        dynamic = experience.index > 0 and self.cfg.steps_per_epoch is not None
+        dynamic = (experience.index > 0 or fixed_steps) and self.cfg.steps_per_epoch is not None
         fit(self, union, self.cfg.optim, seed=seed, param_groups=param_groups, desc=desc,
             batches=replay_batches if dynamic else None)
         self.cost[-1]["train_time_s"] = round(time.perf_counter() - self._cost_start, 3)
@@ -345,9 +349,9 @@ class ConPETDynamic(SelectorState, ConPETStatic):
         return torch.bucketize(classes, edges, right=True)
 
     def combine(self, batch: Any, picked: torch.Tensor, keys: Optional[Sequence[Tuple[int, int]]]) -> torch.Tensor:
-        """Logits over every seen class: ``null_logit`` except the classes of each row's picked experts. The
-        current expert (training) runs with gradient; frozen experts' outputs come from the cache when ``keys``
-        name the samples."""
+        """Logits over every seen class (fp32, under any autocast): ``null_logit`` except the classes of each row's
+        picked experts. The current expert (training) runs with gradient; frozen experts' outputs come from the
+        cache when ``keys`` name the samples."""
         n_rows = picked.shape[0]
         out = torch.full((n_rows, self.n_seen), self.cfg.null_logit, device=picked.device)
         for t, cols in enumerate(self.class_slices()):
@@ -356,7 +360,7 @@ class ConPETDynamic(SelectorState, ConPETStatic):
                 continue
             trainable = self.training and self.phase == "expert" and t == self.task
             if trainable:
-                out[rows, cols] = self.head.heads[t](self._features(batch_rows(batch, rows), expert_set(t)))
+                out[rows, cols] = self.head.heads[t](self._features(batch_rows(batch, rows), expert_set(t))).float()
             else:
                 out[rows, cols] = self._frozen_expert(batch, rows, t, keys)
         return out
@@ -365,14 +369,14 @@ class ConPETDynamic(SelectorState, ConPETStatic):
     def _frozen_expert(self, batch: Any, rows: torch.Tensor, t: int, keys) -> torch.Tensor:
         if keys is None:
             with eval_mode(self):
-                return self.head.heads[t](self._features(batch_rows(batch, rows), expert_set(t)))
+                return self.head.heads[t](self._features(batch_rows(batch, rows), expert_set(t))).float()
         missing = [int(r) for r in rows if (t, *keys[int(r)]) not in self._expert_cache]
         if missing:
             with eval_mode(self):
                 idx = torch.as_tensor(missing, device=rows.device)
                 values = self.head.heads[t](self._features(batch_rows(batch, idx), expert_set(t)))
             for r, v in zip(missing, values):
-                self._expert_cache[(t, *keys[r])] = v.detach()
+                self._expert_cache[(t, *keys[r])] = v.detach().float()  # fp32 whatever the autocast dtype
         return torch.stack([self._expert_cache[(t, *keys[int(r)])] for r in rows])
 
     @torch.no_grad()

@@ -6,13 +6,15 @@ reference (Song et al., arXiv 2309.14763, Sec. 3.2-3.3).
 * ``conpet-dynamic``: a PEFT LoRA expert per task (the LM head scores its label words: the expert's "head") and a
   selector (its own LoRA and a linear head over task ids on the prompt's mean last hidden state, one output more
   per task). Per task the selector trains first on dynamic-replay batches (task-id cross-entropy), then the new
-  expert on ``steps_per_epoch`` batches of its own task: on a language model an old sample teaches the new expert
-  nothing under top-1 routing with teacher forcing (it goes to its own frozen expert, as in the reference, where
-  it adds no gradient), so the expert phase does not draw it. Scoring a sample: the selector's top-k tasks; each
+  expert on ``steps_per_epoch`` batches of its own task per epoch (every task alike, the first included): under
+  top-1 routing with teacher forcing an old sample goes to its own frozen expert and gives the new one no
+  gradient (in the reference too), so the expert phase does not draw it. ``teacher_forcing`` and ``null_logit``
+  therefore do nothing here (there are no class logits to fill). Scoring a sample: the selector's top-k tasks; each
   selected expert ranks its own task's label words; the highest-scoring label over the selected experts is the
   prediction, so a sample routed away from its task, or outscored by another task's label, is wrong (its row is
-  ``-inf``, which the rank evaluator counts as a miss). Generation uses the top-1 expert. Where the protocol gives
-  the task id at evaluation, the sample goes to its own expert.
+  ``-inf``, which the rank evaluator counts as a miss). Generation uses the selector's top-1 expert. Where the
+  protocol gives the task id at evaluation, the sample goes to its own expert. A task not learnt yet (the next
+  task, scored for FWT) is answered by each prompt's top-1 expert ranking that task's labels.
 
 The replay memory is the full history (ConPET's setting); the K-means exemplar memory clusters classifier
 logits, which a language model scored by rank classification does not have, so ``memory: kmeans`` is refused
@@ -127,7 +129,7 @@ class ConPETDynamicLM(SelectorState, ConPETStaticLM):
         self.add_lora(expert_set(t))
         self.to(self.ctx.device)
         self.pets.set_active(expert_set(t))
-        self.replay_fit(experience, seed + 500, f"expert {t}", replay=False)
+        self.replay_fit(experience, seed + 500, f"expert {t}", replay=False, fixed_steps=True)
         self.pets.freeze(expert_set(t))
         self.pets.set_active(None)
 
@@ -135,11 +137,22 @@ class ConPETDynamicLM(SelectorState, ConPETStaticLM):
     def _routes(self, prompts: Sequence[str], task_id: Optional[int]) -> torch.Tensor:
         """(N, tasks) bool: the experts each prompt goes to (its own with a task id, else the selector's top-k)."""
         n = len(prompts)
+        if task_id is not None and task_id >= self.n_tasks():
+            task_id = None  # a task not learnt yet has no expert: the selector routes
         if task_id is not None or self.n_tasks() == 1:
             picked = torch.zeros((n, self.n_tasks()), dtype=torch.bool)
             picked[:, 0 if task_id is None else task_id] = True
             return picked
         return route(self.prompt_selector_logits(prompts), self.cfg.topk, None)
+
+    def _top1(self, prompts: Sequence[str], task_id: Optional[int]) -> torch.Tensor:
+        """Each prompt's expert for generation and unseen tasks: its own (task id given and learnt), else the
+        selector's best."""
+        if task_id is not None and task_id < self.n_tasks():
+            return torch.full((len(prompts),), task_id, dtype=torch.long)
+        if self.n_tasks() == 1:
+            return torch.zeros(len(prompts), dtype=torch.long)
+        return self.prompt_selector_logits(prompts).argmax(dim=1)
 
     def prompt_selector_logits(self, prompts: Sequence[str]) -> torch.Tensor:
         """(N, tasks) selector logits of prompts (eval mode), on the CPU."""
@@ -157,6 +170,8 @@ class ConPETDynamicLM(SelectorState, ConPETStaticLM):
         beats every other selected expert's best label; ``-inf`` rows otherwise (a miss)."""
         if self.n_tasks() == 0:
             return super().candidate_logprobs(samples, experience, task_id)
+        if experience.index >= self.n_tasks():
+            return self._unseen_task_logprobs(samples, experience, task_id)
         tasks = self.scenario.experiences
         own = experience.index
         rows = []
@@ -180,6 +195,23 @@ class ConPETDynamicLM(SelectorState, ConPETStaticLM):
         return np.concatenate(rows) if rows else np.zeros((0, len(experience.task.label_words)))
 
     @torch.inference_mode()
+    def _unseen_task_logprobs(self, samples: SampleSet, experience: Experience, task_id: Optional[int]) -> np.ndarray:
+        """A task without an expert yet (FWT's next task): each prompt's top-1 expert ranks the task's labels."""
+        words = experience.task.label_words
+        rows = []
+        with eval_mode(self):
+            for chunk in self._chunks(samples):
+                prompts = [p for p, _ in chunk]
+                top = self._top1(prompts, task_id)
+                scores = torch.zeros((len(prompts), len(words)))
+                for t in top.unique().tolist():
+                    idx = (top == t).nonzero().flatten()
+                    with self.pets.use(expert_set(t)), self.ctx.autocast():
+                        scores[idx] = self.backbone.answer_logprobs([prompts[i] for i in idx], words).float()
+                rows.append(scores.numpy())
+        return np.concatenate(rows) if rows else np.zeros((0, len(words)))
+
+    @torch.inference_mode()
     def generate_set(self, samples: SampleSet, experience: Experience, task_id: Optional[int]) -> List[str]:
         if self.n_tasks() == 0:
             return super().generate_set(samples, experience, task_id)
@@ -187,7 +219,7 @@ class ConPETDynamicLM(SelectorState, ConPETStaticLM):
         with eval_mode(self):
             for chunk in self._chunks(samples):
                 prompts = [p for p, _ in chunk]
-                top = self._routes(prompts, task_id).float().argmax(dim=1)
+                top = self._top1(prompts, task_id)
                 answers = [""] * len(prompts)
                 for t in top.unique().tolist():
                     idx = (top == t).nonzero().flatten().tolist()

@@ -16,7 +16,7 @@ A reservoir buffer (``clpet.replay``, 500 samples) holds past training samples a
 on each step is: a replayed batch of the current batch's size drawn from the buffer, then
 
     loss = (CE(current) + CE(replay)) / 2 + lambda * L_cons(replay),
-    L_cons = mean over every hidden-state tensor (embedding output and each layer), token and unit of
+    L_cons = mean over every hidden-state tensor (embedding output and each layer; the decoder's on T5), token and unit of
              (h_fast - max(h_fast, h_slow))^2 = relu(h_slow - h_fast)^2
 
 (the reference's one-sided form: only fast activations below the slow learner's are pulled up; ``consistency:
