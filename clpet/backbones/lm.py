@@ -189,7 +189,10 @@ class LanguageModel(Backbone):
 
     def hidden_states(self, batch: Dict[str, torch.Tensor]) -> Tuple[torch.Tensor, ...]:
         """Every layer's hidden states of a batch (decoder states for seq2seq)."""
-        out = self.model(**batch, output_hidden_states=True)
+        return self.output_states(self.model(**batch, output_hidden_states=True))
+
+    def output_states(self, out: Any) -> Tuple[torch.Tensor, ...]:
+        """The hidden states of a model output run with ``output_hidden_states=True`` (the decoder's for seq2seq)."""
         return out.decoder_hidden_states if self.seq2seq else out.hidden_states
 
     def features(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:

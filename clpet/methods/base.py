@@ -33,6 +33,17 @@ from clpet.protocols import CLASS_PROTOCOLS, Protocol
 from clpet.scenarios.base import Experience, SampleSet, Scenario, SeenView
 
 
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """``module`` in eval mode for the block, its train/eval mode restored after (also on error)."""
+    was = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was)
+
+
 class CheckpointMismatch(RuntimeError):
     """A checkpoint that does not fit the method it is loaded into; ``str()`` is one line naming the first key."""
 
@@ -122,18 +133,16 @@ class Method(nn.Module):
         ``experience`` is the experience the set belongs to (its task description, for language tasks);
         ``task_id`` is given only where the protocol gives the task id at evaluation, else None. Class-incremental
         methods ignore both."""
-        was_training = self.training
-        self.eval()
         order = length_order(samples)
         loader = make_loader(
             samples.subset(order), self.backbone.preprocess_fn(train=False), self.ctx.eval_batch_size,
             num_workers=self.ctx.num_workers, pin_memory=self.ctx.pin_memory,
         )
         preds = []
-        for batch, _, _ in tqdm(loader, desc="eval", disable=not self.ctx.progress, leave=False):
-            with self.ctx.autocast():
-                preds.append(self.predict(batch_to(batch, self.ctx.device)).argmax(dim=1).cpu())
-        self.train(was_training)
+        with eval_mode(self):
+            for batch, _, _ in tqdm(loader, desc="eval", disable=not self.ctx.progress, leave=False):
+                with self.ctx.autocast():
+                    preds.append(self.predict(batch_to(batch, self.ctx.device)).argmax(dim=1).cpu())
         out = np.zeros(len(samples), dtype=np.int64)
         if preds:
             out[order] = torch.cat(preds).numpy()

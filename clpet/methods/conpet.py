@@ -33,16 +33,15 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from clpet.heads import IncrementalLinear
-from clpet.methods.base import Method
+from clpet.methods.base import Method, eval_mode
 from clpet.methods.finetune import HeadClassifier
 from clpet.methods.lm_base import LMConfig
 from clpet.pet import LoRAConfig, PetManager
@@ -173,16 +172,6 @@ class DynamicReplay:
         return {"train_cost": [dict(c) for c in self.cost]}
 
 
-@contextmanager
-def eval_mode(module: torch.nn.Module) -> Iterator[None]:
-    was = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was)
-
-
 def batch_rows(batch: Any, rows: torch.Tensor) -> Any:
     """The rows ``rows`` of a collated batch (a tensor or a mapping of tensors)."""
     if isinstance(batch, torch.Tensor):
@@ -222,12 +211,19 @@ class ConPETStatic(DynamicReplay, HeadClassifier, Method):
         if getattr(backbone, "is_language_model", False):
             raise ValueError(f"{self.cfg.name} on a language model runs on task-incremental streams; scenario "
                              f"'{scenario.name}' is {scenario.protocol.value}: use an encoder backbone (minilm, ...)")
-        self.head = IncrementalLinear(backbone.feature_dim)
+        self.make_heads(backbone.feature_dim)
         super().setup(backbone, scenario, ctx)
         self.pets = PetManager(backbone)
+        self.add_first_sets()
+        self.to(ctx.device)
+
+    def make_heads(self, dim: int) -> None:
+        self.head = IncrementalLinear(dim)
+
+    def add_first_sets(self) -> None:
+        """The PET sets that exist from the start: the one LoRA, live."""
         self.pets.add_set(self.SET, self.lora())
         self.pets.set_active(self.SET)
-        self.to(ctx.device)
 
     def learn(self, experience: Experience) -> None:
         self.start_cost(experience)
@@ -321,16 +317,13 @@ class ConPETDynamic(SelectorState, ConPETStatic):
         self._route_cache: Dict[Tuple[int, int], torch.Tensor] = {}
         self._expert_cache: Dict[Tuple[int, int, int], torch.Tensor] = {}
 
-    def setup(self, backbone, scenario, ctx) -> None:
-        if getattr(backbone, "is_language_model", False):
-            raise ValueError(f"{self.cfg.name} on a language model runs on task-incremental streams; scenario "
-                             f"'{scenario.name}' is {scenario.protocol.value}: use an encoder backbone (minilm, ...)")
-        self.head = IncrementalLinear(backbone.feature_dim)  # expert heads: heads[t] is expert t's
-        self.selector_head = IncrementalLinear(backbone.feature_dim)  # one output per task
-        Method.setup(self, backbone, scenario, ctx)
-        self.pets = PetManager(backbone)
+    def make_heads(self, dim: int) -> None:
+        self.head = IncrementalLinear(dim)  # expert heads: heads[t] is expert t's
+        self.selector_head = IncrementalLinear(dim)  # one output per task
+
+    def add_first_sets(self) -> None:
+        """The selector's LoRA (experts come one per task)."""
         self.pets.add_set(SELECTOR, self.lora())
-        self.to(ctx.device)
 
     # -- the parts ----------------------------------------------------------------------------------------------
     def _features(self, batch: Any, name: str) -> torch.Tensor:

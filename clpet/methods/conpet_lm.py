@@ -22,15 +22,15 @@ here.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from clpet.heads import IncrementalLinear
-from clpet.methods.conpet import (SELECTOR, ConPETConfig, DynamicReplay, SelectorState, eval_mode, expert_set,
-                                  route)
+from clpet.methods.base import eval_mode
+from clpet.methods.conpet import SELECTOR, ConPETConfig, DynamicReplay, SelectorState, expert_set, route
 from clpet.methods.lm_base import LMMethod, LoRAKeys
 from clpet.protocols import Protocol
 from clpet.scenarios.base import Experience, SampleSet
@@ -53,11 +53,18 @@ class ConPETStaticLM(DynamicReplay, LMMethod):
         if self.cfg.memory != "full":
             raise ValueError(f"{self.cfg.name} on language tasks replays the full history (memory: full); "
                              f"memory '{self.cfg.memory}' clusters classifier logits, which rank scoring has none of")
+        self.make_heads(backbone.feature_dim)
         super().setup(backbone, scenario, ctx)
         self.make_pets()
+        self.add_first_sets()
+        self.to(ctx.device)
+
+    def make_heads(self, dim: int) -> None:
+        """None: the LM head scores the label words."""
+
+    def add_first_sets(self) -> None:
         self.add_lora(self.SET)
         self.pets.set_active(self.SET)
-        self.to(ctx.device)
 
     def add_lora(self, name: str) -> None:
         lora = LoRAKeys(rank=self.cfg.rank, alpha=self.cfg.alpha, dropout=0.0, target_modules=self.cfg.targets).peft()
@@ -91,14 +98,11 @@ class ConPETDynamicLM(SelectorState, ConPETStaticLM):
         self.phase = "expert"
         self.task = 0
 
-    def setup(self, backbone, scenario, ctx) -> None:
-        self.selector_head = IncrementalLinear(backbone.feature_dim)
-        LMMethod.setup(self, backbone, scenario, ctx)
-        if self.cfg.memory != "full":
-            raise ValueError(f"{self.cfg.name} on language tasks replays the full history (memory: full)")
-        self.make_pets()
+    def make_heads(self, dim: int) -> None:
+        self.selector_head = IncrementalLinear(dim)
+
+    def add_first_sets(self) -> None:
         self.add_lora(SELECTOR)
-        self.to(ctx.device)
 
     def n_tasks(self) -> int:
         return len(self.selector_head.sizes)
@@ -146,13 +150,22 @@ class ConPETDynamicLM(SelectorState, ConPETStaticLM):
         return route(self.prompt_selector_logits(prompts), self.cfg.topk, None)
 
     def _top1(self, prompts: Sequence[str], task_id: Optional[int]) -> torch.Tensor:
-        """Each prompt's expert for generation and unseen tasks: its own (task id given and learnt), else the
-        selector's best."""
+        """(N, tasks) bool, one expert per prompt, for generation and unseen tasks: its own (task id given and
+        learnt), else the selector's best."""
         if task_id is not None and task_id < self.n_tasks():
-            return torch.full((len(prompts),), task_id, dtype=torch.long)
-        if self.n_tasks() == 1:
-            return torch.zeros(len(prompts), dtype=torch.long)
-        return self.prompt_selector_logits(prompts).argmax(dim=1)
+            top = torch.full((len(prompts),), task_id, dtype=torch.long)
+        elif self.n_tasks() == 1:
+            top = torch.zeros(len(prompts), dtype=torch.long)
+        else:
+            top = self.prompt_selector_logits(prompts).argmax(dim=1)
+        return F.one_hot(top, self.n_tasks()).bool()
+
+    def _under_experts(self, picked: torch.Tensor) -> Iterator[Tuple[int, List[int]]]:
+        """For each expert some prompt of ``picked`` (N, tasks) goes to: (t, those prompts' indices), with t's
+        adapter live (and autocast) while the caller scores them."""
+        for t in picked.any(dim=0).nonzero().flatten().tolist():
+            with self.pets.use(expert_set(t)), self.ctx.autocast():
+                yield t, picked[:, t].nonzero().flatten().tolist()
 
     def prompt_selector_logits(self, prompts: Sequence[str]) -> torch.Tensor:
         """(N, tasks) selector logits of prompts (eval mode), on the CPU."""
@@ -181,10 +194,8 @@ class ConPETDynamicLM(SelectorState, ConPETStaticLM):
                 picked = self._routes(prompts, task_id)
                 best_other = torch.full((len(prompts),), -float("inf"))
                 scores = torch.full((len(prompts), len(experience.task.label_words)), -float("inf"))
-                for t in picked.any(dim=0).nonzero().flatten().tolist():
-                    idx = picked[:, t].nonzero().flatten()
-                    with self.pets.use(expert_set(t)), self.ctx.autocast():
-                        s = self.backbone.answer_logprobs([prompts[i] for i in idx], tasks[t].task.label_words)
+                for t, idx in self._under_experts(picked):
+                    s = self.backbone.answer_logprobs([prompts[i] for i in idx], tasks[t].task.label_words)
                     if t == own:
                         scores[idx] = s.float()
                     else:
@@ -202,12 +213,9 @@ class ConPETDynamicLM(SelectorState, ConPETStaticLM):
         with eval_mode(self):
             for chunk in self._chunks(samples):
                 prompts = [p for p, _ in chunk]
-                top = self._top1(prompts, task_id)
                 scores = torch.zeros((len(prompts), len(words)))
-                for t in top.unique().tolist():
-                    idx = (top == t).nonzero().flatten()
-                    with self.pets.use(expert_set(t)), self.ctx.autocast():
-                        scores[idx] = self.backbone.answer_logprobs([prompts[i] for i in idx], words).float()
+                for _, idx in self._under_experts(self._top1(prompts, task_id)):
+                    scores[idx] = self.backbone.answer_logprobs([prompts[i] for i in idx], words).float()
                 rows.append(scores.numpy())
         return np.concatenate(rows) if rows else np.zeros((0, len(words)))
 
@@ -219,13 +227,10 @@ class ConPETDynamicLM(SelectorState, ConPETStaticLM):
         with eval_mode(self):
             for chunk in self._chunks(samples):
                 prompts = [p for p, _ in chunk]
-                top = self._top1(prompts, task_id)
                 answers = [""] * len(prompts)
-                for t in top.unique().tolist():
-                    idx = (top == t).nonzero().flatten().tolist()
-                    with self.pets.use(expert_set(t)), self.ctx.autocast():
-                        for i, a in zip(idx, self.backbone.generate([prompts[i] for i in idx])):
-                            answers[i] = a
+                for _, idx in self._under_experts(self._top1(prompts, task_id)):
+                    for i, a in zip(idx, self.backbone.generate([prompts[i] for i in idx])):
+                        answers[i] = a
                 out += answers
         return out
 

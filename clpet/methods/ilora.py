@@ -131,9 +131,6 @@ class ILoRA(LMMethod):
     def _forward(self, batch: Dict[str, torch.Tensor], hidden: bool) -> Any:
         return self.backbone.model(**batch, output_hidden_states=hidden)
 
-    def _states(self, out: Any) -> Sequence[torch.Tensor]:
-        return out.decoder_hidden_states if self.backbone.seq2seq else out.hidden_states
-
     def _token_mask(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
         """The real tokens of the hidden states: the decoder's answer positions (seq2seq) or the attention mask."""
         return (batch["labels"] != -100).long() if self.backbone.seq2seq else batch["attention_mask"]
@@ -147,10 +144,10 @@ class ILoRA(LMMethod):
             replay = batch_to(collate.join_rows(replay_rows), self.ctx.device)
             fast_out = self._forward(replay, hidden=True)
             with torch.no_grad(), self.pets.use(SLOW):
-                slow_states = self._states(self._forward(replay, hidden=True))
+                slow_states = self.backbone.output_states(self._forward(replay, hidden=True))
             terms["lm"] = 0.5 * (current + fast_out.loss)
             terms["consistency"] = self.cfg.consistency_weight * consistency_loss(
-                self._states(fast_out), slow_states, self._token_mask(replay), self.cfg.consistency)
+                self.backbone.output_states(fast_out), slow_states, self._token_mask(replay), self.cfg.consistency)
         else:
             terms["lm"] = current
         self.buffer.add(collate.split_rows(batch), self._rng)  # after the step's replay draw

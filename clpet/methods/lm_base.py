@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 import torch
 
-from clpet.methods.base import Method, MethodConfig
+from clpet.methods.base import Method, MethodConfig, eval_mode
 from clpet.pet.peft_sets import PeftSets
 from clpet.protocols import Protocol
 from clpet.scenarios.base import Experience, SampleSet
@@ -94,14 +94,9 @@ class LMMethod(Method):
 
     @contextmanager
     def scoring(self, experience: Experience, task_id: Optional[int]) -> Iterator[None]:
-        was_training = self.training
-        self.eval()
         sets = self.scoring_sets(experience, task_id)
-        try:
-            with self.pets.use(sets) if self.pets is not None else nullcontext():
-                yield
-        finally:
-            self.train(was_training)
+        with eval_mode(self), self.pets.use(sets) if self.pets is not None else nullcontext():
+            yield
 
     def _chunks(self, samples: SampleSet) -> Iterator[List[Any]]:
         step = self.cfg.eval_samples_per_batch
