@@ -137,7 +137,7 @@ def with_default_method(args: List[str]) -> List[str]:
 def rewrite_overrides(args: List[str]) -> List[str]:
     """``scenario=X`` -> ``scenarios@scenario=X`` (checked against the YAMLs), ``method=X`` likewise, and
     ``scenario.k=v`` / ``method.k=v`` / ``backbone.k=v`` -> ``++...`` (add or override; the key itself is then
-    checked against the entry's dataclass)."""
+    checked against the entry's dataclass), and ``backbone=X`` -> ``backbone.name=X``."""
     out = []
     for arg in args:
         key, sep, value = arg.partition("=")
@@ -149,6 +149,8 @@ def rewrite_overrides(args: List[str]) -> List[str]:
             out.append(f"{GROUPS[bare]}@{bare}={value}")
         elif sep and key == bare and bare.split(".")[0] in ("scenario", "method", "backbone") and "." in bare:
             out.append(f"++{arg}")
+        elif sep and key == "backbone":  # ``backbone=X``: the name (checked against the registry when resolved)
+            out.append(f"++backbone.name={value}")
         else:
             out.append(arg)
     return out

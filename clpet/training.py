@@ -4,9 +4,9 @@ progress bar, hooks (docs/architecture.md, "The training loop").
 Methods describe *what* to optimise through hooks (``loss_terms``, ``before_epoch``, ``after_backward``,
 ``before_update``, ``after_step``); this loop owns *how*. Named loss terms are summed, and each is averaged per
 epoch for the log. One optimizer step per ``grad_accum_steps`` micro-batches (the loss divided by that number,
-the last incomplete group of an epoch stepped too); ``max_grad_norm`` clips the accumulated gradients before
+the last incomplete group of an epoch stepped too); ``max_grad_norm`` clips the accumulated gradients after
 ``before_update``; with ``precision=fp16`` the loss is scaled (``torch.amp.GradScaler``) and the gradients are
-unscaled before clipping and before ``before_update``, so gradient rules see true gradients.
+unscaled before ``before_update`` and clipping, so gradient rules see true gradients.
 """
 from __future__ import annotations
 
@@ -195,15 +195,16 @@ def train_loop(
 
 def update(optimizer: torch.optim.Optimizer, method: "Method", cfg: OptimConfig,
            scaler: Optional["torch.amp.GradScaler"] = None) -> None:
-    """One optimizer step over the accumulated gradients: unscale (fp16), clip (``max_grad_norm``),
-    ``method.before_update()``, step, ``method.after_step()`` (the gradients are zeroed when the next step
-    begins, so ``after_step`` still reads them)."""
+    """One optimizer step over the accumulated gradients: unscale (fp16), ``method.before_update()``, clip
+    (``max_grad_norm``), step, ``method.after_step()`` (the gradients are zeroed when the next step begins, so
+    ``after_step`` still reads them). Gradient rules act before clipping, so the clipped norm is the norm of the
+    update applied (MIGU's reference masks before DeepSpeed clips inside its step)."""
     if scaler is not None:
         scaler.unscale_(optimizer)
+    method.before_update()
     if cfg.max_grad_norm is not None:
         params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-    method.before_update()
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()

@@ -23,11 +23,14 @@ CASES = {
     "conpet-static": ("conpet-static", ["method.optim.epochs=1", "method.steps_per_epoch=3", "method.memory=kmeans",
                                         "method.exemplars_per_class=2"]),
     "conpet-dynamic": ("conpet-dynamic", ["method.optim.epochs=1", "method.steps_per_epoch=3"]),
+    # class-incremental text on a language model: heads on the LM's features, PEFT LoRAs
+    "conpet-static-llama": ("conpet-static", ["method.optim.epochs=1", "method.steps_per_epoch=3"], "tiny-llama"),
+    "conpet-dynamic-llama": ("conpet-dynamic", ["method.optim.epochs=1", "method.steps_per_epoch=3"], "tiny-llama"),
 }
 
 
-def args(root, out, overrides, **extra):
-    base = ["scenario=text-csv", f"data_root={root}", "scenario.increment=2", "backbone.name=tiny-text",
+def args(root, out, overrides, backbone="tiny-text", **extra):
+    base = ["scenario=text-csv", f"data_root={root}", "scenario.increment=2", f"backbone.name={backbone}",
             "progress=false", "plots=false", f"out_dir={out}"]
     return ["run", *base, *overrides, *[f"{k}={v}" for k, v in extra.items()]]
 
@@ -42,9 +45,10 @@ def pretrained_keys(saved):
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_killed_run_resumes_to_the_same_numbers(tmp_path, monkeypatch, case):
-    method, overrides = CASES[case]
+    method, overrides, *backbone = CASES[case]
     root = write_text_csv(tmp_path / "data")
-    _, saved = kill_and_resume(tmp_path, monkeypatch, method, lambda out: args(root, out, overrides, method=method))
+    _, saved = kill_and_resume(tmp_path, monkeypatch, method,
+                               lambda out: args(root, out, overrides, *backbone, method=method))
     frozen = pretrained_keys(saved)
     assert bool(frozen) == (case in ("finetune",)), frozen[:3]  # pretrained weights only where trained
 
@@ -55,6 +59,10 @@ LM_CASES = {
     "seq-ft-llama": ("seq-ft", "tiny-llama"), "zero-shot-llama": ("zero-shot", "tiny-llama"),
     "ilora-llama": ("ilora", "tiny-llama"), "ilora-t5": ("ilora", "tiny-t5"),
     "conpet-static-t5": ("conpet-static", "tiny-t5"), "conpet-dynamic-llama": ("conpet-dynamic", "tiny-llama"),
+    "olora-llama": ("olora", "tiny-llama"), "olora-t5": ("olora", "tiny-t5"),
+    "migu-llama": ("migu", "tiny-llama"), "migu-lora-t5": ("migu", "tiny-t5", ["method.variant=lora"]),
+    "migu-random-llama": ("migu", "tiny-llama", ["method.random_update=true"]),
+    "osft-llama": ("osft", "tiny-llama"), "osft-importance-t5": ("osft", "tiny-t5", ["method.rank_schedule=importance"]),
 }
 
 
@@ -62,9 +70,10 @@ LM_CASES = {
 def test_killed_lm_run_resumes_to_the_same_numbers(tmp_path, monkeypatch, case):
     from tests.scenario_fixtures import write_text_tasks
 
-    method, backbone = LM_CASES[case]
+    method, backbone, *extra = LM_CASES[case]
     root = write_text_tasks(tmp_path / "tasks")
     fast = ["method.optim.epochs=2", "method.optim.batch_size=4"] if method != "zero-shot" else []
+    fast += extra[0] if extra else []
     fast += ["method.lora.rank=2"] if "lora" in method or method == "multitask" else []
     fast += ["method.buffer_size=5"] if method == "ilora" else []
     fast += ["method.steps_per_epoch=3"] if method.startswith("conpet") else []
@@ -74,7 +83,8 @@ def test_killed_lm_run_resumes_to_the_same_numbers(tmp_path, monkeypatch, case):
                 "progress=false", "plots=false", f"out_dir={out}", *fast]
 
     _, saved = kill_and_resume(tmp_path, monkeypatch, method, run_args)
-    assert bool(pretrained_keys(saved)) == (method == "seq-ft")  # the LoRA methods keep only their adapters
+    full_weights = method in ("seq-ft", "osft") or (method == "migu" and "method.variant=lora" not in fast)
+    assert bool(pretrained_keys(saved)) == full_weights  # the LoRA methods keep only their adapters
 
 
 def test_pet_structure_is_in_the_checkpoint_and_a_mismatch_names_the_key(tmp_path):

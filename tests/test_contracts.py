@@ -81,12 +81,18 @@ def test_gradient_hooks_accumulation_and_clipping():
     for k in one:
         torch.testing.assert_close(one[k], two[k], rtol=1e-5, atol=1e-6)
 
+    # gradient rules (before_update) see the accumulated gradients before clipping; the step uses clipped ones
     c, _, _ = make_method("finetune", "method.train_backbone=false")
-    norms = []
-    c.before_update = lambda: norms.append(float(torch.nn.utils.get_total_norm(
-        [p.grad for p in c.head.parameters() if p.grad is not None])))
+    norms = {"before_update": [], "after_step": []}
+
+    def norm_at(hook):
+        return lambda: norms[hook].append(float(torch.nn.utils.get_total_norm(
+            [p.grad for p in c.head.parameters() if p.grad is not None])))
+
+    c.before_update, c.after_step = norm_at("before_update"), norm_at("after_step")
     grads_after(c, dict(epochs=1, batch_size=8, optimizer="sgd", lr=0.1, max_grad_norm=1e-3))
-    assert norms and max(norms) <= 1e-3 * 1.0001
+    assert norms["after_step"] and max(norms["after_step"]) <= 1e-3 * 1.0001
+    assert min(norms["before_update"]) > 1e-3
 
 
 @pytest.mark.parametrize("override, message", [

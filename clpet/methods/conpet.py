@@ -43,8 +43,9 @@ import torch.nn.functional as F
 from clpet.heads import IncrementalLinear
 from clpet.methods.base import Method, eval_mode
 from clpet.methods.finetune import HeadClassifier
-from clpet.methods.lm_base import LMConfig
+from clpet.methods.lm_base import LMConfig, LoRAKeys
 from clpet.pet import LoRAConfig, PetManager
+from clpet.pet.peft_sets import PeftSets
 from clpet.protocols import CLASS_PROTOCOLS, Protocol
 from clpet.registry import METHODS
 from clpet.replay import dynamic_replay_batches, kmeans_exemplars
@@ -98,6 +99,13 @@ class ConPETDynamicConfig(ConPETConfig):
             raise ValueError(f"topk must be positive; got {self.topk}")
         if not math.isfinite(self.null_logit):
             raise ValueError(f"null_logit must be finite; got {self.null_logit}")
+
+
+def peft_lora(cfg: ConPETConfig, backbone: Any) -> Dict[str, Any]:
+    """ConPET's LoRA as a PEFT set config on a language model (no dropout, as the reference's loralib LoRA)."""
+    lora = LoRAKeys(rank=cfg.rank, alpha=cfg.alpha, dropout=0.0, target_modules=cfg.targets).peft()
+    lora["target_modules"] = backbone.resolve_target_modules(lora["target_modules"])
+    return lora
 
 
 # ---------------------------------------------------------------------------------------------- dynamic replay
@@ -203,17 +211,20 @@ class ConPETStatic(DynamicReplay, HeadClassifier, Method):
         self.cost: List[Dict[str, int]] = []
         self.exemplars: Dict[int, np.ndarray] = {}
 
-    def lora(self) -> LoRAConfig:
+    def lora(self) -> Any:
+        """The LoRA of one set: clpet's ``LoRAConfig`` on encoders; a PEFT LoRA mapping on a language model."""
+        if isinstance(self.pets, PeftSets):
+            return peft_lora(self.cfg, self.backbone)
         return LoRAConfig(rank=self.cfg.rank, alpha=self.cfg.alpha,
                           targets=None if self.cfg.targets is None else tuple(self.cfg.targets))
 
     def setup(self, backbone, scenario, ctx) -> None:
-        if getattr(backbone, "is_language_model", False):
-            raise ValueError(f"{self.cfg.name} on a language model runs on task-incremental streams; scenario "
-                             f"'{scenario.name}' is {scenario.protocol.value}: use an encoder backbone (minilm, ...)")
+        """Heads on ``backbone.features``. On a language model (SmolLM2, ``hf-causal-lm``, ...) the features are
+        the mean last hidden state of the text and the LoRAs are PEFT adapters (``PeftSets``), as the reference's
+        LLaMA path puts LoRA on the LM and a linear head on its hidden state."""
         self.make_heads(backbone.feature_dim)
         super().setup(backbone, scenario, ctx)
-        self.pets = PetManager(backbone)
+        self.pets = PeftSets(backbone.model) if getattr(backbone, "is_language_model", False) else PetManager(backbone)
         self.add_first_sets()
         self.to(ctx.device)
 

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 
 from clpet.heads import IncrementalLinear
 from clpet.methods.base import eval_mode
-from clpet.methods.conpet import SELECTOR, ConPETConfig, DynamicReplay, SelectorState, expert_set, route
-from clpet.methods.lm_base import LMMethod, LoRAKeys
+from clpet.methods.conpet import SELECTOR, ConPETConfig, DynamicReplay, SelectorState, expert_set, peft_lora, route
+from clpet.methods.lm_base import LMMethod
 from clpet.protocols import Protocol
 from clpet.scenarios.base import Experience, SampleSet
 
@@ -67,9 +67,7 @@ class ConPETStaticLM(DynamicReplay, LMMethod):
         self.pets.set_active(self.SET)
 
     def add_lora(self, name: str) -> None:
-        lora = LoRAKeys(rank=self.cfg.rank, alpha=self.cfg.alpha, dropout=0.0, target_modules=self.cfg.targets).peft()
-        lora["target_modules"] = self.backbone.resolve_target_modules(lora["target_modules"])
-        self.pets.add_set(name, lora)
+        self.pets.add_set(name, peft_lora(self.cfg, self.backbone))
 
     def learn(self, experience: Experience) -> None:
         self.start_cost(experience)
