@@ -25,6 +25,7 @@ from clpet.features import FeatureCache
 from clpet.memory import PeakMemory
 from clpet.methods.base import CheckpointMismatch, Method
 from clpet.protocols import Protocol, check_pair
+from clpet.scenarios.validation import with_validation
 from clpet.registry import BACKBONES, EVALUATORS, METHODS, SCENARIOS
 from clpet.scenarios.base import SampleSet, Scenario
 
@@ -108,6 +109,8 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
 
     try:  # everything that can reject the config or miss a file, before any work
         scenario = SCENARIOS.get(cfg.scenario.name).build(cfg.scenario, seed=run_cfg.seed, data_root=run_cfg.data_root)
+        scenario = with_validation(scenario, getattr(cfg.scenario, "val_fraction", 0.0),
+                                   getattr(cfg.scenario, "data_seed", 0))
     except (ValueError, KeyError, FileNotFoundError) as exc:
         raise ConfigError(one_line(exc)) from None
     method = build_method(cfg, scenario, device)
@@ -158,6 +161,9 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
         log(f"run {folder_path}: scenario {scenario.name} ({T} experiences, {scenario.n_classes} classes, "
             f"{scenario.protocol.value}), method {cfg.method.name}, backbone {cfg.backbone.name}, seed {run_cfg.seed}, "
             f"device {device}, precision {ctx.precision}")
+        if scenario.info.get("evaluated_on") == "val":
+            log(f"evaluating on a validation split ({scenario.info['val_fraction']:g} of each class's training data); "
+                f"test sets are not read")
         if task_incremental:  # b_j: the untrained model on every task (FWT's reference)
             baseline = [float(100.0 * evaluate(j) / counts[j]) for j in range(T)]
             log("untrained model (b_j): " + " ".join(f"{b:.2f}" for b in baseline))
@@ -222,6 +228,7 @@ def stream_metrics(correct: np.ndarray, counts: np.ndarray, scenario, baseline: 
 
     metrics = summarize(correct, counts, baseline)
     metrics["protocol"] = scenario.protocol.value
+    metrics["evaluated_on"] = scenario.info.get("evaluated_on", "test")
     metrics["evaluation"] = scenario.evaluation
     if baseline is not None:
         metrics["baseline"] = baseline
@@ -272,6 +279,8 @@ def summary_table(metrics: Dict[str, Any]) -> str:
     rule = "|" + "---|" * (len(keys) + 2)
     row = (f"| {metrics['scenario']} | {metrics['method']} | " + " | ".join(fmt(metrics.get(k)) for k in keys) + " |")
     lines = [head, rule, row]
+    if metrics.get("evaluated_on") == "val":
+        lines += ["", "validation numbers (scenario.val_fraction > 0): the test sets were not read"]
     if metrics.get("peak_rss_mb") is not None:
         lines += ["", f"trainable parameters {metrics['trainable_params']:,}, peak memory {metrics['peak_rss_mb']:.0f} MiB "
                       f"RSS, precision {metrics.get('precision')}"]

@@ -236,6 +236,7 @@ class ScenarioConfig:
     max_train_per_class: Optional[int] = None  # cap per class, drawn with ``data_seed`` (None = all)
     max_test_per_class: Optional[int] = None
     data_seed: int = 0  # which samples the caps keep; independent of the run seed
+    val_fraction: float = 0.0  # > 0: evaluate on a per-class validation split of the training data, not test
     default_backbone: str = "minilm"  # used when ``backbone.name=auto``
 
 

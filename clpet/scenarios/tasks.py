@@ -113,6 +113,7 @@ class TaskStreamConfig:
     max_train_per_label: Optional[int] = None  # per label of each task (free-form tasks: per task), data_seed draws
     max_test_per_label: Optional[int] = None
     data_seed: int = 0
+    val_fraction: float = 0.0  # > 0: evaluate on a per-label validation split of the training data, not test
     evaluation: str = "rank"  # rank (rank classification) | generate (greedy generation + the task's metric)
     task_id_at_eval: bool = False  # whether the method is told the task id at evaluation
     default_backbone: str = "smollm2"
