@@ -74,7 +74,37 @@ def test_no_task_id_at_inference_every_lora_scores():
 
 
 @pytest.mark.parametrize("bad", ["method.lambda_orth=-1", "method.lambda_orth=inf", "method.lambda_l2=nan",
-                                 "method.orthogonality=frobenius"])
+                                 "method.orthogonality=frobenius", "method.lambda_orth=[0.5,-1]",
+                                 "method.lambda_orth=[]", "method.task_epochs=[0,1]"])
 def test_bad_olora_values_are_refused(bad):
-    with pytest.raises(ValueError, match="lambda|orthogonality"):
+    with pytest.raises(ValueError, match="lambda|orthogonality|task_epochs"):
         make_lm_method("olora", bad)
+
+
+def test_per_task_lambdas_and_epochs_follow_the_list(monkeypatch):
+    m, scenario = make_lm_method("olora", *FAST_KEYS, "method.lambda_orth=[0,3.0]", "method.lambda_l2=[0,0.1]",
+                                 "method.task_epochs=[1,2]")
+    seen = []
+    real = type(m).loss_terms
+
+    def spy(self, batch, targets):
+        terms = real(self, batch, targets)
+        seen.append((self.pets.names()[-1], self._lambdas, sorted(terms)))
+        return terms
+
+    monkeypatch.setattr(type(m), "loss_terms", spy)
+    for e in scenario:
+        m.learn_experience(e)
+    first = [s for s in seen if s[0] == "task0"]
+    second = [s for s in seen if s[0] == "task1"]
+    assert {s[1] for s in first} == {(0.0, 0.0)} and {tuple(s[2]) for s in first} == {("lm",)}
+    assert {s[1] for s in second} == {(3.0, 0.1)} and {tuple(s[2]) for s in second} == {("l2", "lm", "orth")}
+    batches = -(-len(scenario[0].train) // 4), -(-len(scenario[1].train) // 4)
+    assert (len(first), len(second)) == (batches[0], 2 * batches[1])  # task_epochs [1, 2]
+
+
+def test_a_per_task_list_must_fit_the_stream():
+    with pytest.raises(ValueError, match="lists 3 values for a stream of 2 tasks"):
+        make_lm_method("olora", "method.lambda_orth=[0.5,0.5,0.5]")
+    with pytest.raises(ValueError, match="task_epochs"):
+        make_lm_method("olora", "method.task_epochs=[1]")

@@ -83,8 +83,9 @@ class LMMethod(Method):
         """The answer tokens' cross-entropy (the model's own loss; prompt and padding masked)."""
         return {"lm": self.backbone.lm_loss(batch)}
 
-    def train_on(self, samples: SampleSet, experience: Experience, desc: str) -> None:
-        fit(self, samples, self.cfg.optim, seed=self.ctx.seed * 1000 + experience.index, desc=desc)
+    def train_on(self, samples: SampleSet, experience: Experience, desc: str, optim: Optional[OptimConfig] = None) -> None:
+        """Train on ``samples`` with ``optim`` (default: the method's), seeded by the run seed and the task."""
+        fit(self, samples, optim or self.cfg.optim, seed=self.ctx.seed * 1000 + experience.index, desc=desc)
 
     # -- scoring ------------------------------------------------------------------------------------------------
     def scoring_sets(self, experience: Experience, task_id: Optional[int]) -> Optional[Sequence[str]]:

@@ -24,8 +24,9 @@ by the accumulation steps like the cross-entropy's (the reference adds it undivi
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -44,20 +45,34 @@ A_SUFFIX = "lora_A.weight"
 class OLoRAConfig(IncLoRAConfig):
     name: str = "olora"
     lora: LoRAKeys = field(default_factory=lambda: LoRAKeys(rank=8, alpha=32.0, dropout=0.1))
-    lambda_orth: float = 0.5  # lambda_1 (reference: 0.5 for orders 1-3)
-    lambda_l2: float = 0.0  # lambda_2 (reference: 0 for orders 1-3)
+    lambda_orth: Any = 0.5  # lambda_1: a number, or a list with one value per task (reference: 0.5, orders 1-3)
+    lambda_l2: Any = 0.0  # lambda_2: a number or a per-task list (reference: 0 for orders 1-3)
     orthogonality: str = "sum"  # sum: the reference's sum |A_old A_new^T| | cosine: per-module mean |cos|
+    task_epochs: Optional[List[int]] = None  # epochs per task (the long benchmark's MNLI: 2); null: optim.epochs
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(
         epochs=2, batch_size=8, optimizer="adamw", lr=1e-3, weight_decay=0.0, max_grad_norm=1.0))
 
     def __post_init__(self) -> None:
         super().__post_init__()
         for key in ("lambda_orth", "lambda_l2"):
-            value = getattr(self, key)
-            if not (value >= 0 and value < float("inf")):
-                raise ValueError(f"{key} must be finite and >= 0; got {value}")
+            values = getattr(self, key)
+            values = list(values) if isinstance(values, (list, tuple)) else [values]
+            if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < float("inf")
+                                     for v in values):
+                raise ValueError(f"{key} must be a finite number >= 0 or a non-empty list of them; got {values}")
+        if self.task_epochs is not None and (not list(self.task_epochs) or min(self.task_epochs) <= 0):
+            raise ValueError(f"task_epochs must be a non-empty list of positive epochs or null; got {self.task_epochs}")
         if self.orthogonality not in FORMS:
             raise ValueError(f"unknown orthogonality '{self.orthogonality}'; valid: {', '.join(FORMS)}")
+
+
+def per_task(value: Any, task: int, key: str, n_tasks: int) -> float:
+    """``value`` for task ``task``: the number itself, or the task's entry of a per-task list."""
+    if not isinstance(value, (list, tuple)):
+        return float(value)
+    if len(value) != n_tasks:
+        raise ValueError(f"method.{key} lists {len(value)} values for a stream of {n_tasks} tasks")
+    return float(value[task])
 
 
 def orthogonality(old_a: Dict[str, torch.Tensor], new_a: Dict[str, torch.Tensor], form: str) -> torch.Tensor:
@@ -87,6 +102,7 @@ class OLoRA(IncLoRA):
         super().__init__(cfg)
         self.log: List[Dict[str, Any]] = []
         self._old_a: Dict[str, torch.Tensor] = {}
+        self._lambdas = (0.0, 0.0)  # (lambda_orth, lambda_l2) of the task being trained
 
     def new_a(self) -> Dict[str, torch.Tensor]:
         """The A matrices (trainable) of the newest LoRA, by module key."""
@@ -105,15 +121,23 @@ class OLoRA(IncLoRA):
 
     def loss_terms(self, batch: Any, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
         terms = super().loss_terms(batch, targets)
-        if self._old_a and self.cfg.lambda_orth > 0:
+        if self._old_a and self._lambdas[0] > 0:
             orth = self.raw_orthogonality()
             self._task_log.setdefault("orth_first", round(float(orth.detach()), 6))
             self._task_log["orth_last"] = round(float(orth.detach()), 6)
-            terms["orth"] = self.cfg.lambda_orth * orth
-        if self.cfg.lambda_l2 > 0:
+            terms["orth"] = self._lambdas[0] * orth
+        if self._lambdas[1] > 0:
             new = self.pets.parameters(self.pets.names()[-1])
-            terms["l2"] = self.cfg.lambda_l2 * torch.stack([p.float().norm() for p in new]).sum()
+            terms["l2"] = self._lambdas[1] * torch.stack([p.float().norm() for p in new]).sum()
         return terms
+
+    def setup(self, backbone, scenario, ctx) -> None:
+        n = len(scenario)
+        for key in ("lambda_orth", "lambda_l2"):
+            per_task(getattr(self.cfg, key), 0, key, n)  # a per-task list must fit the stream: fail before work
+        if self.cfg.task_epochs is not None and len(self.cfg.task_epochs) != n:
+            raise ValueError(f"method.task_epochs lists {len(self.cfg.task_epochs)} values for a stream of {n} tasks")
+        super().setup(backbone, scenario, ctx)
 
     def learn(self, experience: Experience) -> None:
         self._task_log: Dict[str, Any] = {"task": experience.index}
@@ -126,7 +150,12 @@ class OLoRA(IncLoRA):
 
     def train_on(self, samples, experience, desc) -> None:
         self._old_a = self.stack_old_a()  # the new set exists now (IncLoRA.learn added it)
-        super().train_on(samples, experience, desc)
+        t, n = experience.index, len(self.stream)
+        self._lambdas = (per_task(self.cfg.lambda_orth, t, "lambda_orth", n), per_task(self.cfg.lambda_l2, t, "lambda_l2", n))
+        optim = self.cfg.optim
+        if self.cfg.task_epochs is not None:
+            optim = dataclasses.replace(optim, epochs=int(self.cfg.task_epochs[t]))
+        super().train_on(samples, experience, desc, optim)
 
     def diagnostics(self, test) -> Dict[str, Any]:
         return {"olora_log": [dict(e) for e in self.log]}

@@ -5,6 +5,7 @@
 # machines the offline results come from (one method is several GPU hours).
 #
 #   DATA=~/data T5=~/models/t5-large bash experiments/paper/lm_standard_order1.sh [olora|osft|migu|migu-lora|all] [seed]
+# (DEVICE=cpu to try it without a GPU; CLPET=... to use another clpet command.)
 #
 # DATA holds CL_Benchmark/ in the O-LoRA / MIGU layout (scenarios/lm-standard.yaml); T5 a Hugging Face T5-large folder.
 # Runs go to experiments/runs/paper/lm-standard-order1/<method>/seed<k>; `clpet compare` tabulates them.
@@ -17,11 +18,12 @@ cd "$(dirname "$0")/../.."
 WHICH="${1:-all}"
 SEED="${2:-0}"
 COMMON=(scenario=lm-standard scenario.order=1 "data_root=$DATA" backbone.name=hf-seq2seq "backbone.model=$T5"
-        "seed=$SEED" device=cuda precision=fp32)
+        "seed=$SEED" "device=${DEVICE:-cuda}" precision=fp32)
 
+CLPET="${CLPET:-.venv/bin/clpet}"
 run() {  # name, overrides...
   local name="$1"; shift
-  .venv/bin/clpet run "${COMMON[@]}" "$@" "out_dir=experiments/runs/paper/lm-standard-order1/$name/seed$SEED"
+  $CLPET run "${COMMON[@]}" "$@" "out_dir=experiments/runs/paper/lm-standard-order1/$name/seed$SEED"
 }
 
 # O-LoRA (src/scripts/order_1.sh of cmnfriend/O-LoRA): r 8, alpha 32, dropout 0.1 on q/v, lambda_1 0.5, lambda_2 0,
