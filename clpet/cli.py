@@ -14,7 +14,8 @@ from typing import List, Optional
 USAGE = """usage: clpet run [-m] [key=value ...]     run a continual-learning experiment (Hydra overrides)
        clpet list                         scenarios, methods and backbones with one line each
        clpet compare RUN_DIR... [--csv F] [--plot DIR]   one table across runs (mean ± std over seeds)
-       clpet plot RUN_DIR                 (re)draw a run's figures"""
+       clpet plot RUN_DIR                 (re)draw a run's figures
+       clpet unlearn RUN_DIR ids=FILE     serve deletion requests (one per line) on an s3t / sisa / retrain run"""
 
 
 def _fail(message: str) -> int:
@@ -172,7 +173,25 @@ def cmd_plot(args: List[str]) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "compare": cmd_compare, "plot": cmd_plot}
+def cmd_unlearn(args: List[str]) -> int:
+    """``clpet unlearn RUN_DIR ids=FILE``: serve more deletion requests on an unlearning run (s3t, sisa, retrain)."""
+    from clpet.config import ConfigError
+    from clpet.runner import summary_table
+    from clpet.unlearning.runner import unlearn
+
+    files = [a.split("=", 1)[1] for a in args[1:] if a.startswith("ids=")]
+    if len(args) != 2 or len(files) != 1:
+        return _fail("usage: clpet unlearn RUN_DIR ids=FILE (one request of sample ids per line)")
+    try:
+        metrics = unlearn(args[0], files[0])
+    except (ConfigError, FileNotFoundError) as exc:
+        return _fail(str(exc).strip().splitlines()[0])
+    print()
+    print(summary_table(metrics))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "compare": cmd_compare, "plot": cmd_plot, "unlearn": cmd_unlearn}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -55,6 +55,8 @@ class RunConfig:
     checkpoint: bool = True  # write checkpoint.pt after every experience (needed for resume)
     plots: bool = True
     progress: bool = True
+    # deletion requests served by the unlearning methods (s3t, sisa, retrain); clpet.unlearning.requests
+    deletions: Dict[str, Any] = field(default_factory=lambda: {"kind": "auto"})
 
 
 def config_dir() -> Path:
@@ -147,7 +149,7 @@ def rewrite_overrides(args: List[str]) -> List[str]:
                 if choice and not any(ch in choice for ch in "()[]{}*$"):
                     check_choice(bare, choice.strip())
             out.append(f"{GROUPS[bare]}@{bare}={value}")
-        elif sep and key == bare and bare.split(".")[0] in ("scenario", "method", "backbone") and "." in bare:
+        elif sep and key == bare and bare.split(".")[0] in ("scenario", "method", "backbone", "deletions") and "." in bare:
             out.append(f"++{arg}")
         elif sep and key == "backbone":  # ``backbone=X``: the name (checked against the registry when resolved)
             out.append(f"++backbone.name={value}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -164,3 +164,23 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
         written.append(plot_accuracy_curve({label: metrics["A_t"]}, run.plots_dir / "accuracy_curve.png",
                                            title=name or None))
     return written
+
+
+def plot_deletion_cost(runs: Dict[str, Mapping[str, Any]], path: str | os.PathLike, title: Optional[str] = None) -> Path:
+    """Accuracy (left) and cumulative retraining work, samples x epochs (right), against the number of deletion
+    requests served, one line per run (``metrics['unlearning']`` of S3T, SISA, retrain...)."""
+    fig = _figure(10, 3.8)
+    acc_ax, cost_ax = fig.subplots(1, 2)
+    for label, m in runs.items():
+        u = m["unlearning"]
+        x = np.arange(len(u["requests"]) + 1)
+        acc_ax.plot(x, _floats([u["initial_acc"], *[r["acc"] for r in u["requests"]]]), marker="o", ms=3, label=label)
+        cost_ax.plot(x, np.cumsum([0, *[r["train_samples"] for r in u["requests"]]]), marker="o", ms=3, label=label)
+    acc_ax.set_xlabel("deletion requests served")
+    acc_ax.set_ylabel("test accuracy (%)")
+    cost_ax.set_xlabel("deletion requests served")
+    cost_ax.set_ylabel("cumulative retraining (samples x epochs)")
+    acc_ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)

@@ -12,7 +12,7 @@ import random
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -114,6 +114,7 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
     except (ValueError, KeyError, FileNotFoundError) as exc:
         raise ConfigError(one_line(exc)) from None
     method = build_method(cfg, scenario, device)
+    requests = deletion_requests(run_cfg.deletions, scenario, method)
     ctx = method.ctx
     if announce is not None:
         announce()
@@ -125,6 +126,9 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
         folder.log(line)
 
     ctx.log = log
+
+    if getattr(method, "unlearning", False):
+        return run_unlearning_job(cfg, scenario, method, requests, folder, log)
 
     T = len(scenario)
     counts = np.array([len(e.test) for e in scenario], dtype=np.float64)
@@ -214,6 +218,51 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
     return metrics
 
 
+def deletion_requests(deletions: Dict[str, Any], scenario: Scenario, method: Method) -> List[List[int]]:
+    """The run's deletion requests, checked before any work (``deletions`` without an unlearning method is refused:
+    it would do nothing)."""
+    from clpet.unlearning.requests import DeletionsConfig, make_requests
+    from clpet.unlearning.runner import whole
+
+    try:
+        d = DeletionsConfig(**dict(deletions or {}))
+        if not getattr(method, "unlearning", False):
+            if d.kind not in ("none", "auto"):
+                raise ValueError(f"deletions: method '{method.cfg.name}' does not unlearn; deletion requests run with "
+                                 f"s3t, sisa or retrain")
+            return []
+        if d.kind == "auto":
+            d.kind = "uniform"
+        return make_requests(d, whole(scenario)[0].ids)
+    except TypeError as exc:
+        raise ConfigError(f"deletions: {one_line(exc)}") from None
+    except (ValueError, FileNotFoundError) as exc:
+        raise ConfigError(one_line(exc)) from None
+
+
+def run_unlearning_job(cfg: Resolved, scenario: Scenario, method: Method, requests: List[List[int]], folder, log
+                       ) -> Dict[str, Any]:
+    """The single-stream loop of the unlearning methods (``clpet.unlearning.runner``), with the run folder."""
+    from clpet.unlearning.runner import run_unlearning
+
+    run_cfg = cfg.run
+    state = folder.load_checkpoint() if run_cfg.resume else None
+    if state is None:
+        folder.write_config(cfg.raw)
+        log(f"run {folder.path}: scenario {scenario.name}, method {cfg.method.name}, backbone {cfg.backbone.name}, "
+            f"seed {run_cfg.seed}, device {method.ctx.device}, {len(requests)} deletion request(s)")
+    base = {"scenario": scenario.name, "method": cfg.method.name, "backbone": cfg.backbone.name, "seed": run_cfg.seed,
+            "protocol": Protocol.SINGLE_STREAM.value, "precision": method.ctx.precision,
+            "trainable_params": method.count_trainable_parameters(), "run_dir": str(folder.path)}
+    metrics = run_unlearning(method, scenario, requests, folder, log, base, state, run_cfg.checkpoint)
+    if run_cfg.plots:
+        from clpet.plots import plot_deletion_cost
+
+        plot_deletion_cost({cfg.method.name: metrics}, folder.plots_dir / "deletion_cost.png",
+                           title=f"{cfg.method.name} / {scenario.name}")
+    return metrics
+
+
 def describe_experience(exp) -> str:
     """``9 new classes`` (class-incremental) or ``task 'bbc-news'`` (task-incremental)."""
     if exp.task is not None:
@@ -265,6 +314,10 @@ def finish_metrics(cfg: Resolved, method, elapsed: float, exp_times: list, scena
 
 def summary_table(metrics: Dict[str, Any]) -> str:
     """The end-of-run summary as a small markdown table."""
+    if "unlearning" in metrics:
+        from clpet.unlearning.runner import unlearning_table
+
+        return unlearning_table(metrics)
 
     def fmt(v: Optional[float]) -> str:
         return "n/a" if v is None else f"{v:.2f}"

@@ -12,7 +12,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PLUGIN_DIRS = {"methods": METHODS, "scenarios": SCENARIOS, "backbones": BACKBONES}
 # shared helpers, not registry entries (and any private ``_name.py`` module)
 # not plugins: shared bases, and conpet_lm (the task-incremental classes behind the names conpet.py registers)
-NOT_PLUGINS = {"__init__.py", "base.py", "common.py", "images.py", "lm_base.py", "conpet_lm.py"}
+NOT_PLUGINS = {"__init__.py", "base.py", "common.py", "images.py", "lm_base.py", "conpet_lm.py", "validation.py"}
 
 
 def registered_names(path: pathlib.Path):

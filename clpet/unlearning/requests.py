@@ -1,0 +1,100 @@
+"""Deletion-request streams (``deletions`` in the run config): which training samples each request deletes.
+
+``kind``:
+
+* ``auto`` (default) -- ``uniform`` with an unlearning method (s3t, sisa, retrain), ``none`` with any other.
+* ``none`` -- no requests (the run trains and evaluates only).
+* ``uniform`` -- ``requests`` requests of ``size`` ids each, drawn uniformly without replacement from the samples
+  not deleted yet, with ``seed``.
+* ``bursty`` -- as uniform, but every ``burst_every``-th request deletes ``burst_size`` ids at once.
+* ``file`` -- ``file``: a text file, one request per line, sample ids separated by spaces or commas (blank lines
+  and lines starting with ``#`` skipped).
+
+The same ``deletions`` config gives the same ids for every method (the stream depends on the training ids and the
+seed only), so S3T, SISA and retraining are compared on one stream. Ids are checked against the training set
+before any work: an unknown id, or one deleted twice, fails with one line naming it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+KINDS = ("auto", "none", "uniform", "bursty", "file")
+
+
+@dataclass
+class DeletionsConfig:
+    kind: str = "auto"
+    requests: int = 10
+    size: int = 1
+    burst_every: int = 5
+    burst_size: int = 10
+    file: Optional[str] = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown deletions.kind '{self.kind}'; valid: {', '.join(KINDS)}")
+        for key in ("requests", "size", "burst_every", "burst_size"):
+            if int(getattr(self, key)) <= 0:
+                raise ValueError(f"deletions.{key} must be positive; got {getattr(self, key)}")
+        if self.kind == "file" and not self.file:
+            raise ValueError("deletions.kind=file needs deletions.file (one request of sample ids per line)")
+        if self.kind != "file" and self.file:
+            raise ValueError("deletions.file is read only with deletions.kind=file")
+
+
+def read_requests(path: str) -> List[List[int]]:
+    """A request file: one request per line, ids separated by spaces or commas."""
+    path = os.path.expanduser(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"deletion request file {path} does not exist")
+    out = []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            line = line.split("#", 1)[0].replace(",", " ").strip()
+            if not line:
+                continue
+            try:
+                out.append([int(tok) for tok in line.split()])
+            except ValueError:
+                raise ValueError(f"{path}:{n}: sample ids must be integers; got {line[:60]!r}") from None
+    if not out:
+        raise ValueError(f"{path}: no deletion request in the file")
+    return out
+
+
+def make_requests(cfg: DeletionsConfig, train_ids: Sequence[int]) -> List[List[int]]:
+    """The stream's requests, checked against ``train_ids`` (unknown or repeated ids fail, naming them)."""
+    if cfg.kind in ("none", "auto"):  # auto: resolved to uniform for unlearning methods by the runner
+        return []
+    if cfg.kind == "file":
+        requests = read_requests(cfg.file)
+    else:
+        rng = np.random.RandomState(cfg.seed)
+        pool = list(rng.permutation(np.asarray(train_ids)))
+        requests = []
+        for r in range(cfg.requests):
+            n = cfg.burst_size if cfg.kind == "bursty" and (r + 1) % cfg.burst_every == 0 else cfg.size
+            if n > len(pool):
+                raise ValueError(f"deletions: request {r + 1} needs {n} samples, only {len(pool)} are left")
+            requests.append([int(i) for i in pool[:n]])
+            pool = pool[n:]
+    check_stream(requests, train_ids)
+    return requests
+
+
+def check_stream(requests: Sequence[Sequence[int]], train_ids: Sequence[int], deleted: Sequence[int] = ()) -> None:
+    known = {int(i) for i in train_ids}
+    seen = {int(i) for i in deleted}
+    for r, ids in enumerate(requests, 1):
+        unknown = [int(i) for i in ids if int(i) not in known]
+        if unknown:
+            raise ValueError(f"deletion request {r}: unknown sample id(s) {unknown[:10]}")
+        again = [int(i) for i in ids if int(i) in seen]
+        if again or len(set(ids)) != len(ids):
+            raise ValueError(f"deletion request {r}: sample id(s) deleted twice: {again[:10] or list(ids)[:10]}")
+        seen.update(int(i) for i in ids)

@@ -1,0 +1,230 @@
+"""Exact unlearning on a tiny model: after deletions the served model of every shard is, bit for bit, the model that
+training without the deleted samples (same seeds, same slice order) gives -- S3T (its surviving prefix) and SISA
+(retrained from the slice) -- and retrain; the run loop, its metrics and plot; bad requests fail in one line and
+change nothing; a killed run resumes at its next request."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from clpet.cli import main
+from clpet.scenarios.base import SampleSet
+from tests.method_fixtures import make_method
+from tests.scenario_fixtures import write_text_csv
+
+TINY = ["method.shards=2", "method.slices=2", "method.optim.epochs=1", "method.optim.batch_size=4", "method.rank=2"]
+
+
+def whole_train(scenario):
+    return SampleSet.concat([e.train for e in scenario])
+
+
+def built(method, *extra):
+    keys = [k for k in TINY if method != "retrain" or not k.startswith(("method.shards", "method.slices"))]
+    m, scenario, _ = make_method(method, *keys, *extra)
+    return m, whole_train(scenario)
+
+
+def served_state(m, shard):
+    """The tensors of the model ``shard`` serves (stage LoRAs and head)."""
+    key = {k: key for k, key, _ in m.served_models()}[shard]
+    return m.store[key]
+
+
+def sample_in(m, shard, slc):
+    rows = np.flatnonzero((m.shard_of == shard) & (m.slice_of == slc))
+    return int(m.train_set.ids[rows[0]])
+
+
+def test_s3t_layer_slices_go_top_down_and_each_stage_trains_only_its_block():
+    m, train = built("s3t", "method.sequences=2")
+    assert m.stage_blocks == [[1], [0]]  # 2 blocks, 2 slices: stage 0 = the top block
+    assert m.sequences == [[0, 1], [1, 0]]
+    m.fit_all(train)
+    a, b = m.store["k0/b0/s0"], m.store["k0/b0/s1"]
+    shared = [k for k in a if k.startswith("stage0.")]
+    assert shared and all(torch.equal(a[k], b[k]) for k in shared)  # stage 1 left the top block's LoRA alone
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("head."))  # the head trains every stage
+
+
+def test_s3t_deletion_serves_exactly_the_model_trained_without_the_sample():
+    m, train = built("s3t", "method.sequences=2")
+    m.fit_all(train)
+    victim = sample_in(m, 0, 1)  # slice 1 of shard 0: sequence 0 keeps stage 0; sequence 1 (slice 1 first) dies
+    acc_before = m.accuracy(train)
+    m.forget([victim])
+    assert m.prefix[0] == [1, 0] and m.served_prefix(0) == (0, 1) and m.full_retrains == 0
+    fresh, _ = built("s3t", "method.sequences=2")
+    fresh.prepare(train)
+    fresh.deleted = {victim}
+    fresh.train_shard(0)  # from scratch without the sample, same seeds and slice order
+    served = served_state(m, 0)
+    for k, v in served.items():
+        assert torch.equal(v, fresh.store["k0/b0/s0"][k]), k
+    assert isinstance(acc_before, float)
+    # shard 1 is untouched and still serves its full sequence
+    assert m.served_prefix(1) == (0, 2)
+
+
+def test_s3t_shard_with_nothing_left_retrains_exactly():
+    m, train = built("s3t", "method.sequences=1")
+    m.fit_all(train)
+    victim = sample_in(m, 1, 0)  # the first slice of shard 1's only sequence
+    cost = m.forget([victim])
+    assert m.full_retrains == 1 and cost["optimizer_steps"] > 0 and m.prefix[1] == [2]
+    fresh, _ = built("s3t", "method.sequences=1")
+    fresh.prepare(train)
+    fresh.deleted = {victim}
+    fresh.train_shard(1)
+    for k, v in served_state(m, 1).items():
+        assert torch.equal(v, fresh.store["k1/b0/s1"][k]), k
+
+
+def test_sisa_deletion_retrains_from_the_slice_exactly_as_training_without_it():
+    m, train = built("sisa")
+    m.fit_all(train)
+    victim = sample_in(m, 0, 1)
+    before = {k: v.clone() for k, v in m.store["k0/s0"].items()}
+    cost = m.forget([victim])
+    assert cost["optimizer_steps"] > 0 and m.full_retrains == 0
+    assert all(torch.equal(v, m.store["k0/s0"][k]) for k, v in before.items())  # the checkpoint before the slice
+    fresh, _ = built("sisa")
+    fresh.prepare(train)
+    fresh.deleted = {victim}
+    fresh.train_everything()
+    for shard in (0, 1):
+        for k, v in served_state(m, shard).items():
+            assert torch.equal(v, served_state(fresh, shard)[k]), (shard, k)
+
+
+def test_retrain_is_training_without_the_samples():
+    m, train = built("retrain")
+    m.fit_all(train)
+    victims = [int(i) for i in train.ids[:3]]
+    m.forget(victims)
+    fresh, _ = built("retrain")
+    fresh.prepare(train)
+    fresh.deleted = set(victims)
+    fresh.train_everything()
+    for k, v in m.store["full"].items():
+        assert torch.equal(v, fresh.store["full"][k]), k
+
+
+def test_bad_requests_fail_in_one_line_and_change_nothing():
+    m, train = built("s3t")
+    m.fit_all(train)
+    state = {k: v.clone() for k, v in m.store["k0/b0/s1"].items()}
+    with pytest.raises(ValueError, match="unknown sample id"):
+        m.forget([10**9])
+    victim = int(train.ids[0])
+    m.forget([victim])
+    prefix = [list(p) for p in m.prefix]
+    with pytest.raises(ValueError, match="already deleted"):
+        m.forget([victim, int(train.ids[1])])
+    assert m.prefix == prefix and m.deleted == {victim}
+    assert all(torch.equal(v, m.store["k0/b0/s1"][k]) for k, v in state.items())
+
+
+def run_args(root, out, method, *extra):
+    keys = TINY if method != "retrain" else [k for k in TINY if not k.startswith(("method.shards", "method.slices"))]
+    return ["run", "scenario=text-csv", f"data_root={root}", "scenario.increment=2", "backbone.name=tiny-text",
+            f"method={method}", "progress=false", f"out_dir={out}", *keys, *extra]
+
+
+@pytest.mark.parametrize("method", ["s3t", "sisa", "retrain"])
+def test_a_run_serves_the_deletion_stream_and_reports_its_cost(in_tmp, capsys, method):
+    root = write_text_csv(in_tmp / "data")
+    out = in_tmp / method
+    assert main(run_args(root, out, method, "deletions.kind=uniform", "deletions.requests=3", "deletions.size=2")) == 0
+    text = capsys.readouterr().out
+    assert "taken whole" in text and "deletions before full retrain" in text
+    u = json.loads((out / "metrics.json").read_text())["unlearning"]
+    assert u["n_requests"] == 3 and u["n_deleted"] == 6 and len(u["requests"]) == 3
+    assert u["offline"]["optimizer_steps"] > 0 and 0 <= u["initial_acc"] <= 100
+    if method == "retrain":
+        assert u["deletions_before_full_retrain"] == 0 and all(r["full_retrains"] == 1 for r in u["requests"])
+    assert (out / "plots" / "deletion_cost.png").stat().st_size > 0
+
+
+def test_bad_deletion_config_fails_before_work(in_tmp, capsys):
+    root = write_text_csv(in_tmp / "data")
+    ids = in_tmp / "ids.txt"
+    ids.write_text("0 1\n99999\n")
+    cases = [(["deletions.kind=file", f"deletions.file={ids}"], "unknown sample id"),
+             (["deletions.kind=often"], "unknown deletions.kind"),
+             (["deletions.requests=0", "deletions.kind=uniform"], "deletions.requests"),
+             (["deletions.bogus=1"], "deletions")]
+    for extra, message in cases:
+        out = in_tmp / "x"
+        assert main(run_args(root, out, "s3t", *extra)) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+        assert not (out / "metrics.json").exists()
+    assert main(["run", "scenario=text-csv", f"data_root={root}", "backbone.name=tiny-text", "method=simplecil",
+                 "progress=false", "deletions.kind=uniform", f"out_dir={in_tmp / 'y'}"]) == 2
+    assert "does not unlearn" in capsys.readouterr().err
+
+
+def test_killed_unlearning_run_resumes_at_its_next_request(in_tmp, monkeypatch):
+    from clpet.methods.unlearning import UnlearningMethod
+
+    root = write_text_csv(in_tmp / "data")
+    stream = ["deletions.kind=uniform", "deletions.requests=3"]
+    assert main(run_args(root, in_tmp / "full", "s3t", *stream)) == 0
+    real = UnlearningMethod.forget
+    calls = {"n": 0}
+
+    def dies(self, ids):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(self, ids)
+
+    monkeypatch.setattr(UnlearningMethod, "forget", dies)
+    with pytest.raises(KeyboardInterrupt):
+        main(run_args(root, in_tmp / "killed", "s3t", *stream))
+    monkeypatch.setattr(UnlearningMethod, "forget", real)
+    assert main(run_args(root, in_tmp / "killed", "s3t", *stream, "resume=true")) == 0
+    full = json.loads((in_tmp / "full" / "metrics.json").read_text())["unlearning"]
+    resumed = json.loads((in_tmp / "killed" / "metrics.json").read_text())["unlearning"]
+    assert [r["acc"] for r in resumed["requests"]] == [r["acc"] for r in full["requests"]]
+    assert resumed["initial_acc"] == full["initial_acc"]
+
+
+def test_clpet_unlearn_serves_a_request_file_on_a_finished_run_and_resumes_when_killed(in_tmp, monkeypatch, capsys):
+    from clpet.methods.unlearning import UnlearningMethod
+
+    root = write_text_csv(in_tmp / "data")
+    out = in_tmp / "run"
+    assert main(run_args(root, out, "s3t", "deletions.kind=uniform", "deletions.requests=1")) == 0
+    served = json.loads((out / "metrics.json").read_text())["unlearning"]["requests"][0]["ids"]
+    train_ids = [i for i in range(48) if i not in served]
+    ids = in_tmp / "ids.txt"
+    ids.write_text(f"# two requests\n{train_ids[0]} {train_ids[1]}\n{train_ids[2]}\n")
+    real = UnlearningMethod.forget
+    calls = {"n": 0}
+
+    def dies(self, request):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(self, request)
+
+    monkeypatch.setattr(UnlearningMethod, "forget", dies)
+    with pytest.raises(KeyboardInterrupt):
+        main(["unlearn", str(out), f"ids={ids}"])
+    monkeypatch.setattr(UnlearningMethod, "forget", real)
+    mid = json.loads((out / "metrics.json").read_text())["unlearning"]
+    assert mid["n_requests"] == 2  # the first request of the file was served and written before the kill
+    assert main(["unlearn", str(out), f"ids={ids}"]) == 0  # the same command goes on with the rest of the file
+    u = json.loads((out / "metrics.json").read_text())["unlearning"]
+    assert [r["ids"] for r in u["requests"]] == [served, train_ids[:2], [train_ids[2]]]
+    assert main(["unlearn", str(out), f"ids={ids}"]) == 0  # the whole file served: nothing more to do
+    assert json.loads((out / "metrics.json").read_text())["unlearning"]["n_requests"] == 3
+    again = in_tmp / "again.txt"
+    again.write_text(f"{train_ids[0]}\n")
+    capsys.readouterr()
+    assert main(["unlearn", str(out), f"ids={again}"]) == 2  # another file naming a deleted id: refused
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "deleted twice" in err
