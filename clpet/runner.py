@@ -233,7 +233,7 @@ def deletion_requests(deletions: Dict[str, Any], scenario: Scenario, method: Met
             return []
         if d.kind == "auto":
             d.kind = "uniform"
-        return make_requests(d, whole(scenario)[0].ids)
+        return make_requests(d, whole(scenario)[0].ids, method.ctx.seed)
     except TypeError as exc:
         raise ConfigError(f"deletions: {one_line(exc)}") from None
     except (ValueError, FileNotFoundError) as exc:

@@ -20,9 +20,9 @@ def whole_train(scenario):
     return SampleSet.concat([e.train for e in scenario])
 
 
-def built(method, *extra):
+def built(method, *extra, backbone_name="tiny-text"):
     keys = [k for k in TINY if method != "retrain" or not k.startswith(("method.shards", "method.slices"))]
-    m, scenario, _ = make_method(method, *keys, *extra)
+    m, scenario, _ = make_method(method, *keys, *extra, backbone=backbone_name)
     return m, whole_train(scenario)
 
 
@@ -228,3 +228,34 @@ def test_clpet_unlearn_serves_a_request_file_on_a_finished_run_and_resumes_when_
     assert main(["unlearn", str(out), f"ids={again}"]) == 2  # another file naming a deleted id: refused
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "deleted twice" in err
+
+
+def test_s3t_on_a_language_model_uses_peft_loras_per_layer_and_stays_exact():
+    m, train = built("s3t", "method.sequences=2", backbone_name="tiny-llama")
+    assert m.language_model and m.stage_blocks == [[1], [0]]
+    m.fit_all(train)
+    victim = sample_in(m, 0, 1)
+    m.forget([victim])
+    fresh, _ = built("s3t", "method.sequences=2", backbone_name="tiny-llama")
+    fresh.prepare(train)
+    fresh.deleted = {victim}
+    fresh.train_shard(0)
+    served = served_state(m, 0)
+    assert any(".layers.1." in k for k in served) and not any(".layers.0." in k for k in served)
+    for k, v in served.items():
+        assert torch.equal(v, fresh.store["k0/b0/s0"][k]), k
+
+
+def test_skewed_stream_hits_slices_by_their_probability_and_matches_the_method_slices():
+    from clpet.unlearning.requests import DeletionsConfig, make_requests
+
+    m, train = built("s3t", "method.slices=2")
+    m.prepare(train)
+    cfg = DeletionsConfig(kind="skewed", requests=20, slice_probs=[0.0, 1.0], shards=2, slices=2)
+    requests = make_requests(cfg, train.ids, m.ctx.seed)
+    hit = [int(m.slice_of[m.row_of[i]]) for r in requests for i in r]
+    assert len(hit) == 20 and set(hit) == {1}  # only slice 1 may be drawn
+    uniform = make_requests(DeletionsConfig(kind="uniform", requests=20), train.ids)
+    assert make_requests(DeletionsConfig(kind="uniform", requests=20), train.ids) == uniform  # same stream each time
+    with pytest.raises(ValueError, match="slice_probs"):
+        DeletionsConfig(kind="skewed", slice_probs=[1.0], slices=2)

@@ -46,6 +46,7 @@ from clpet.protocols import CLASS_PROTOCOLS, Protocol
 from clpet.registry import METHODS
 from clpet.scenarios.base import SampleSet
 from clpet.training import OptimConfig, fit
+from clpet.unlearning.requests import slice_assignment
 from clpet.unlearning.sequences import SELECTIONS, make_sequences
 
 State = Dict[str, torch.Tensor]
@@ -117,34 +118,39 @@ class UnlearningMethod(Method):
         self.full_retrains = 0  # shards (or the model) the last request retrained from their start
 
     def setup(self, backbone, scenario, ctx) -> None:
+        """Heads on ``backbone.features``; clpet's LoRA sets on encoders (MiniLM, ViT), PEFT LoRAs restricted to
+        layers (``layers_to_transform``) on a language model (SmolLM2: the mean last hidden state of the text)."""
         self.head = nn.Linear(backbone.feature_dim, scenario.n_classes)
         super().setup(backbone, scenario, ctx)
-        self.pets = PetManager(backbone)
-        self.n_blocks = len(self.pets.structure.blocks)
+        self.language_model = bool(getattr(backbone, "is_language_model", False))
+        if self.language_model:
+            from clpet.pet.peft_sets import PeftSets
+
+            self.pets = PeftSets(backbone.model)
+            self.n_blocks = int(backbone.model.config.num_hidden_layers)
+        else:
+            self.pets = PetManager(backbone)
+            self.n_blocks = len(self.pets.structure.blocks)
         self.make_sets()
         self.to(ctx.device)
 
     def make_sets(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def lora(self, blocks: Optional[Sequence[int]]) -> LoRAConfig:
+    def lora(self, blocks: Optional[Sequence[int]]) -> Any:
+        """A LoRA on ``blocks`` (None: every block): clpet's ``LoRAConfig``, or a PEFT LoRA on a language model."""
+        if self.language_model:
+            targets = self.backbone.resolve_target_modules(None if self.cfg.targets is None else list(self.cfg.targets))
+            cfg = {"kind": "lora", "r": int(self.cfg.rank), "lora_alpha": float(self.cfg.alpha), "lora_dropout": 0.0,
+                   "target_modules": targets}
+            return {**cfg, "layers_to_transform": sorted(int(b) for b in blocks)} if blocks is not None else cfg
         return LoRAConfig(rank=self.cfg.rank, alpha=self.cfg.alpha, blocks=None if blocks is None else tuple(blocks),
                           targets=None if self.cfg.targets is None else tuple(self.cfg.targets))
 
     # -- data ---------------------------------------------------------------------------------------------------
     def assign(self, train: SampleSet, shards: int, slices: int) -> None:
-        """Shard and slice of every training sample: a permutation drawn with the run seed, dealt round-robin to
-        shards, each shard's part cut into ``slices`` equal runs (sizes differ by at most one)."""
-        n = len(train)
-        if n < shards * slices:
-            raise ValueError(f"{n} training samples cannot fill {shards} shards x {slices} slices")
-        order = np.random.RandomState(self.ctx.seed).permutation(n)
-        shard = np.empty(n, dtype=np.int64)
-        slc = np.empty(n, dtype=np.int64)
-        for k in range(shards):
-            members = order[k::shards]
-            shard[members] = k
-            slc[members] = np.arange(len(members)) * slices // len(members)
+        """Shard and slice of every training sample (``slice_assignment`` with the run seed)."""
+        shard, slc = slice_assignment(len(train), shards, slices, self.ctx.seed)
         self.train_set, self.shard_of, self.slice_of = train, shard, slc
         self.row_of = {int(i): r for r, i in enumerate(train.ids)}
 
@@ -177,6 +183,13 @@ class UnlearningMethod(Method):
         """Re-initialise the sets ``names`` (and the head) deterministically from ``seed``."""
         torch.manual_seed(seed)
         for name in names:
+            if self.language_model:  # PEFT re-initialises an adapter in place (it cannot delete its last one)
+                from peft.tuners.lora import LoraLayer
+
+                for module in self.backbone.model.modules():
+                    if isinstance(module, LoraLayer) and name in module.lora_A:
+                        module.reset_lora_parameters(name, True)
+                continue
             cfg = self.pets.config(name)
             self.pets.delete_set(name)
             self.pets.add_set(name, cfg)

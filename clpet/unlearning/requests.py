@@ -7,6 +7,9 @@
 * ``uniform`` -- ``requests`` requests of ``size`` ids each, drawn uniformly without replacement from the samples
   not deleted yet, with ``seed``.
 * ``bursty`` -- as uniform, but every ``burst_every``-th request deletes ``burst_size`` ids at once.
+* ``skewed`` -- as uniform, but each id is drawn by first picking a slice with probability ``slice_probs[s]``
+  (slices as the sharded methods cut the data: ``slice_assignment`` with ``shards`` x ``slices`` and the run seed),
+  then a sample of it: the setting S3T's ``matching`` sequences are built for.
 * ``file`` -- ``file``: a text file, one request per line, sample ids separated by spaces or commas (blank lines
   and lines starting with ``#`` skipped).
 
@@ -22,7 +25,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-KINDS = ("auto", "none", "uniform", "bursty", "file")
+KINDS = ("auto", "none", "uniform", "bursty", "skewed", "file")
 
 
 @dataclass
@@ -34,6 +37,9 @@ class DeletionsConfig:
     burst_size: int = 10
     file: Optional[str] = None
     seed: int = 0
+    slice_probs: Optional[List[float]] = None  # skewed: deletion probability of each slice
+    shards: int = 5  # skewed: the shards x slices the probabilities refer to (the methods' defaults)
+    slices: int = 6
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -45,6 +51,13 @@ class DeletionsConfig:
             raise ValueError("deletions.kind=file needs deletions.file (one request of sample ids per line)")
         if self.kind != "file" and self.file:
             raise ValueError("deletions.file is read only with deletions.kind=file")
+        if self.kind == "skewed":
+            probs = list(self.slice_probs or [])
+            if len(probs) != self.slices or any(not (0 <= p < float("inf")) for p in probs) or sum(probs) <= 0:
+                raise ValueError(f"deletions.kind=skewed needs slice_probs: {self.slices} finite values >= 0, not all "
+                                 f"0 (one per slice); got {self.slice_probs}")
+        elif self.slice_probs is not None:
+            raise ValueError("deletions.slice_probs is read only with deletions.kind=skewed")
 
 
 def read_requests(path: str) -> List[List[int]]:
@@ -67,7 +80,22 @@ def read_requests(path: str) -> List[List[int]]:
     return out
 
 
-def make_requests(cfg: DeletionsConfig, train_ids: Sequence[int]) -> List[List[int]]:
+def slice_assignment(n: int, shards: int, slices: int, seed: int) -> tuple:
+    """(shard, slice) of each of ``n`` samples: a permutation drawn with ``seed``, dealt round-robin to the shards,
+    each shard's part cut into ``slices`` equal runs (sizes differ by at most one)."""
+    if n < shards * slices:
+        raise ValueError(f"{n} training samples cannot fill {shards} shards x {slices} slices")
+    order = np.random.RandomState(seed).permutation(n)
+    shard = np.empty(n, dtype=np.int64)
+    slc = np.empty(n, dtype=np.int64)
+    for k in range(shards):
+        members = order[k::shards]
+        shard[members] = k
+        slc[members] = np.arange(len(members)) * slices // len(members)
+    return shard, slc
+
+
+def make_requests(cfg: DeletionsConfig, train_ids: Sequence[int], run_seed: int = 0) -> List[List[int]]:
     """The stream's requests, checked against ``train_ids`` (unknown or repeated ids fail, naming them)."""
     if cfg.kind in ("none", "auto"):  # auto: resolved to uniform for unlearning methods by the runner
         return []
@@ -75,14 +103,24 @@ def make_requests(cfg: DeletionsConfig, train_ids: Sequence[int]) -> List[List[i
         requests = read_requests(cfg.file)
     else:
         rng = np.random.RandomState(cfg.seed)
-        pool = list(rng.permutation(np.asarray(train_ids)))
+        ids = np.asarray(train_ids)
+        if cfg.kind == "skewed":
+            _, slc = slice_assignment(len(ids), cfg.shards, cfg.slices, run_seed)
+            pools = [list(rng.permutation(ids[slc == s])) for s in range(cfg.slices)]
+        else:
+            pools = [list(rng.permutation(ids))]
+        probs = np.asarray(cfg.slice_probs if cfg.kind == "skewed" else [1.0], dtype=np.float64)
         requests = []
         for r in range(cfg.requests):
             n = cfg.burst_size if cfg.kind == "bursty" and (r + 1) % cfg.burst_every == 0 else cfg.size
-            if n > len(pool):
-                raise ValueError(f"deletions: request {r + 1} needs {n} samples, only {len(pool)} are left")
-            requests.append([int(i) for i in pool[:n]])
-            pool = pool[n:]
+            request = []
+            for _ in range(n):
+                alive = np.asarray([len(p) > 0 for p in pools]) & (probs > 0)
+                if not alive.any():
+                    raise ValueError(f"deletions: request {r + 1} needs {n} samples, no sample is left to draw")
+                w = np.where(alive, probs, 0.0)
+                request.append(int(pools[int(rng.choice(len(pools), p=w / w.sum()))].pop(0)))
+            requests.append(request)
     check_stream(requests, train_ids)
     return requests
 
