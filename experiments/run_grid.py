@@ -35,6 +35,8 @@ def finished(out_dir: Path) -> bool:
     if not f.exists():
         return False
     m = json.loads(f.read_text())
+    if "unlearning" in m:  # the unlearning methods: every planned deletion request served
+        return m["unlearning"]["n_requests"] == m.get("n_requests_planned")
     return m.get("n_experiences_done") == m.get("n_experiences")
 
 
@@ -104,6 +106,23 @@ TIL_COLUMNS = {"avg_task_acc": "average acc", "A_last": "whole acc", "bwt": "BWT
                "forgetting": "forgetting", "plasticity": "plasticity", "peak_rss_mb": "peak RSS (MiB)"}
 
 
+def unlearning_row(us: list) -> dict:
+    """The unlearning methods' columns: accuracy before and after the requests, requests served before the first
+    full retrain ("+": none happened), retraining work and time per request, the offline training time."""
+    per = [u["requests"] for u in us]
+    return {
+        "acc before": mean_std([u["initial_acc"] for u in us]),
+        "acc after": mean_std([u["final_acc"] for u in us]),
+        "requests": str(us[0]["n_requests"]),
+        "deletions before full retrain": mean_std([u["deletions_before_full_retrain"] for u in us], fmt=".1f")
+        + ("" if all(u["full_retrain_reached"] for u in us) else " (+)"),
+        "retraining / request (samples x epochs)": mean_std([np.mean([r["train_samples"] for r in p]) for p in per],
+                                                            fmt=".0f"),
+        "retraining / request (s)": mean_std([np.mean([r["train_time_s"] for r in p]) for p in per]),
+        "training (s)": mean_std([u["offline"]["train_time_s"] for u in us], fmt=".1f"),
+    }
+
+
 def table(grid: dict, base: Path) -> str:
     lines = []
     for sc in grid["scenarios"]:
@@ -119,7 +138,10 @@ def table(grid: dict, base: Path) -> str:
             if not ms:
                 continue
             row = {"variant": var["label"], "n": len(ms)}
-            cols = TIL_COLUMNS if ms[0].get("protocol") == "task-incremental" else CIL_COLUMNS
+            if "unlearning" in ms[0]:
+                row.update(unlearning_row([m["unlearning"] for m in ms]))
+            cols = {} if "unlearning" in ms[0] else \
+                TIL_COLUMNS if ms[0].get("protocol") == "task-incremental" else CIL_COLUMNS
             for key, title in cols.items():
                 row[title] = mean_std([m.get(key) for m in ms], fmt=".0f" if key == "peak_rss_mb" else ".2f")
             if any("fscil" in m for m in ms):
