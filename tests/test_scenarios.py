@@ -39,7 +39,7 @@ except ImportError:  # tests/ imported as a package
     )  # fmt: skip
 
 REPO = Path(__file__).resolve().parents[1]
-HELPER_MODULES = {"base", "common", "images"}  # clpet/scenarios modules that define no scenario
+HELPER_MODULES = {"validation", "base", "common", "images"}  # clpet/scenarios modules that define no scenario
 
 # ------------------------------------------------------------------ small datasets, one per loader
 
