@@ -105,3 +105,19 @@ def kill_and_resume(tmp_path, monkeypatch, method: str, run_args, dies_at: int =
     for key in RESUME_KEYS + tuple(k for k in a if k.endswith("_acc") or k.endswith("_shift")):
         assert a.get(key) == b.get(key), key
     return a, saved
+
+
+def kill_at_call(monkeypatch, owner, name: str, n: int):
+    """Patch ``owner.name`` so that its ``n``-th call raises KeyboardInterrupt (a killed process); returns a function
+    that restores the real one."""
+    real = getattr(owner, name)
+    calls = {"n": 0}
+
+    def dies(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, dies)
+    return lambda: monkeypatch.setattr(owner, name, real)

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from clpet.cli import main
-from tests.method_fixtures import kill_and_resume
+from tests.method_fixtures import kill_and_resume, kill_at_call
 
 pytestmark = pytest.mark.real
 
@@ -131,18 +131,10 @@ def test_s3t_on_wordnet_serves_deletions_unlearns_more_and_resumes(in_tmp, monke
     assert "deletions before full retrain" in out and (in_tmp / "full" / "plots" / "deletion_cost.png").exists()
     full = json.loads((in_tmp / "full" / "metrics.json").read_text())
     assert full["backbone"] == backbone and full["unlearning"]["n_requests"] == 3
-    real, calls = UnlearningMethod.forget, {"n": 0}
-
-    def dies(self, ids):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(self, ids)
-
-    monkeypatch.setattr(UnlearningMethod, "forget", dies)
+    restore = kill_at_call(monkeypatch, UnlearningMethod, "forget", 2)
     with pytest.raises(KeyboardInterrupt):
         main([*small, f"out_dir={in_tmp / 'killed'}"])
-    monkeypatch.setattr(UnlearningMethod, "forget", real)
+    restore()
     assert main([*small, f"out_dir={in_tmp / 'killed'}", "resume=true"]) == 0
     resumed = json.loads((in_tmp / "killed" / "metrics.json").read_text())["unlearning"]
     assert [r["acc"] for r in resumed["requests"]] == [r["acc"] for r in full["unlearning"]["requests"]]

@@ -10,7 +10,7 @@ import torch
 
 from clpet.cli import main
 from clpet.scenarios.base import SampleSet
-from tests.method_fixtures import make_method
+from tests.method_fixtures import kill_at_call, make_method
 from tests.scenario_fixtures import write_text_csv
 
 TINY = ["method.shards=2", "method.slices=2", "method.optim.epochs=1", "method.optim.batch_size=4", "method.rank=2"]
@@ -172,19 +172,10 @@ def test_killed_unlearning_run_resumes_at_its_next_request(in_tmp, monkeypatch):
     root = write_text_csv(in_tmp / "data")
     stream = ["deletions.kind=uniform", "deletions.requests=3"]
     assert main(run_args(root, in_tmp / "full", "s3t", *stream)) == 0
-    real = UnlearningMethod.forget
-    calls = {"n": 0}
-
-    def dies(self, ids):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(self, ids)
-
-    monkeypatch.setattr(UnlearningMethod, "forget", dies)
+    restore = kill_at_call(monkeypatch, UnlearningMethod, "forget", 2)
     with pytest.raises(KeyboardInterrupt):
         main(run_args(root, in_tmp / "killed", "s3t", *stream))
-    monkeypatch.setattr(UnlearningMethod, "forget", real)
+    restore()
     assert main(run_args(root, in_tmp / "killed", "s3t", *stream, "resume=true")) == 0
     full = json.loads((in_tmp / "full" / "metrics.json").read_text())["unlearning"]
     resumed = json.loads((in_tmp / "killed" / "metrics.json").read_text())["unlearning"]
@@ -202,19 +193,10 @@ def test_clpet_unlearn_serves_a_request_file_on_a_finished_run_and_resumes_when_
     train_ids = [i for i in range(48) if i not in served]
     ids = in_tmp / "ids.txt"
     ids.write_text(f"# two requests\n{train_ids[0]} {train_ids[1]}\n{train_ids[2]}\n")
-    real = UnlearningMethod.forget
-    calls = {"n": 0}
-
-    def dies(self, request):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(self, request)
-
-    monkeypatch.setattr(UnlearningMethod, "forget", dies)
+    restore = kill_at_call(monkeypatch, UnlearningMethod, "forget", 2)
     with pytest.raises(KeyboardInterrupt):
         main(["unlearn", str(out), f"ids={ids}"])
-    monkeypatch.setattr(UnlearningMethod, "forget", real)
+    restore()
     mid = json.loads((out / "metrics.json").read_text())["unlearning"]
     assert mid["n_requests"] == 2  # the first request of the file was served and written before the kill
     assert main(["unlearn", str(out), f"ids={ids}"]) == 0  # the same command goes on with the rest of the file

@@ -165,6 +165,10 @@ class UnlearningMethod(Method):
             keep &= ~np.isin(self.train_set.ids, list(self.deleted))
         return self.train_set.subset(np.flatnonzero(keep))
 
+    def cells(self, ids: Sequence[int]) -> List[Tuple[int, int]]:
+        """(shard, slice) of each training sample id."""
+        return [(int(self.shard_of[self.row_of[i]]), int(self.slice_of[self.row_of[i]])) for i in ids]
+
     def check_request(self, ids: Sequence[int]) -> List[int]:
         """The request's ids as ints; ValueError (one line, naming them) for unknown or already deleted ids."""
         ids = [int(i) for i in ids]
@@ -379,9 +383,7 @@ class SISA(UnlearningMethod):
     def remove(self, ids: List[int]) -> None:
         self.deleted.update(ids)
         first: Dict[int, int] = {}
-        for i in ids:
-            r = self.row_of[i]
-            k, s = int(self.shard_of[r]), int(self.slice_of[r])
+        for k, s in self.cells(ids):
             first[k] = min(first.get(k, s), s)
         for k, s in sorted(first.items()):
             self.train_shard_from(k, s)
@@ -448,9 +450,7 @@ class S3T(UnlearningMethod):
 
     def remove(self, ids: List[int]) -> None:
         self.deleted.update(ids)
-        for i in ids:
-            r = self.row_of[i]
-            k, s = int(self.shard_of[r]), int(self.slice_of[r])
+        for k, s in self.cells(ids):
             self.prefix[k] = [min(p, seq.index(s)) for p, seq in zip(self.prefix[k], self.sequences)]
         dead = [k for k in range(self.cfg.shards) if max(self.prefix[k]) == 0]
         for k in dead:  # nothing left to serve: the shard trains again on its remaining data
