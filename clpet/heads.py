@@ -20,6 +20,8 @@ class IncrementalLinear(nn.Module):
         self.in_dim = in_dim
         self.init_std = init_std
         self.heads = nn.ModuleList()
+        # where the module lives, even before its first head (``.to(device)`` moves it; not in the state dict)
+        self.register_buffer("_anchor", torch.empty(0), persistent=False)
 
     @property
     def sizes(self) -> List[int]:
@@ -30,13 +32,12 @@ class IncrementalLinear(nn.Module):
         return sum(self.sizes)
 
     def grow(self, n_new: int) -> nn.Linear:
-        ref = next(self.parameters(), None)
+        """A new head, on the module's device and dtype (also for the first head, grown after the module moved)."""
         head = nn.Linear(self.in_dim, n_new)
         if self.init_std is not None:
             nn.init.normal_(head.weight, std=self.init_std)
             nn.init.zeros_(head.bias)
-        if ref is not None:
-            head = head.to(ref.device)
+        head = head.to(device=self._anchor.device, dtype=self._anchor.dtype)
         self.heads.append(head)
         return head
 
