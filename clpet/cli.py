@@ -184,7 +184,7 @@ def cmd_unlearn(args: List[str]) -> int:
         return _fail("usage: clpet unlearn RUN_DIR ids=FILE (one request of sample ids per line)")
     try:
         metrics = unlearn(args[0], files[0])
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as exc:
         return _fail(str(exc).strip().splitlines()[0])
     print()
     print(summary_table(metrics))

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from clpet.registry import BACKBONES, METHODS, SCENARIOS
@@ -220,6 +220,8 @@ def _validate(cfg: DictConfig) -> Resolved:
     except UnknownNameError as exc:
         raise ConfigError(str(exc)) from None
     top = {k: cfg[k] for k in (f.name for f in fields(RunConfig)) if k not in ("defaults", "scenario", "method", "backbone")}
+    top = {k: OmegaConf.to_container(v, resolve=True) if isinstance(v, (DictConfig, ListConfig)) else v
+           for k, v in top.items()}  # plain values (``deletions`` is a mapping that may hold lists)
     run = RunConfig(**top)
     try:
         resolve_precision(run.precision, resolve_device(run.device))

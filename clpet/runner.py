@@ -76,6 +76,12 @@ def build_method(cfg: Resolved, scenario: Scenario, device: Optional[torch.devic
     return method
 
 
+def build_scenario(cfg: Resolved) -> Scenario:
+    """The run's stream: the scenario built from its config and seed, with its validation split when asked."""
+    scenario = SCENARIOS.get(cfg.scenario.name).build(cfg.scenario, seed=cfg.run.seed, data_root=cfg.run.data_root)
+    return with_validation(scenario, getattr(cfg.scenario, "val_fraction", 0.0), getattr(cfg.scenario, "data_seed", 0))
+
+
 def prepare_folder(cfg: Resolved) -> Path:
     """The run folder: new, or (``resume=true``) an existing one whose config matches."""
     run = cfg.run
@@ -87,7 +93,7 @@ def prepare_folder(cfg: Resolved) -> Path:
         if not config_file.exists():
             raise ConfigError(f"resume=true but {config_file} does not exist: nothing to resume")
         saved = yaml.safe_load(config_file.read_text())
-        for key in ("scenario", "method", "backbone", "seed"):
+        for key in ("scenario", "method", "backbone", "seed", "deletions"):
             if saved.get(key) != cfg.raw.get(key):
                 raise ConfigError(f"resume=true but '{key}' differs from the run in {path}; start a new out_dir instead")
     elif (path / "metrics.json").exists() or (path / "checkpoint.pt").exists():
@@ -108,9 +114,7 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
     seed_everything(run_cfg.seed)
 
     try:  # everything that can reject the config or miss a file, before any work
-        scenario = SCENARIOS.get(cfg.scenario.name).build(cfg.scenario, seed=run_cfg.seed, data_root=run_cfg.data_root)
-        scenario = with_validation(scenario, getattr(cfg.scenario, "val_fraction", 0.0),
-                                   getattr(cfg.scenario, "data_seed", 0))
+        scenario = build_scenario(cfg)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         raise ConfigError(one_line(exc)) from None
     method = build_method(cfg, scenario, device)
@@ -233,6 +237,13 @@ def deletion_requests(deletions: Dict[str, Any], scenario: Scenario, method: Met
             return []
         if d.kind == "auto":
             d.kind = "uniform"
+        for key in ("shards", "slices"):  # a skewed stream cuts the slices as the method does
+            own = getattr(method.cfg, key, None)
+            if getattr(d, key) is None:
+                setattr(d, key, own if own is not None else {"shards": 5, "slices": 6}[key])
+            elif own is not None and getattr(d, key) != own:
+                raise ValueError(f"deletions.{key}={getattr(d, key)} differs from method.{key}={own}")
+        d.__post_init__()
         return make_requests(d, whole(scenario)[0].ids, method.ctx.seed)
     except TypeError as exc:
         raise ConfigError(f"deletions: {one_line(exc)}") from None

@@ -181,6 +181,13 @@ def test_killed_unlearning_run_resumes_at_its_next_request(in_tmp, monkeypatch):
     resumed = json.loads((in_tmp / "killed" / "metrics.json").read_text())["unlearning"]
     assert [r["acc"] for r in resumed["requests"]] == [r["acc"] for r in full["requests"]]
     assert resumed["initial_acc"] == full["initial_acc"]
+    from clpet.results import RunFolder
+
+    a, b = (RunFolder(in_tmp / n).load_checkpoint()["unlearning"] for n in ("full", "killed"))
+    assert a["prefix"] == b["prefix"] and a["store"].keys() == b["store"].keys()
+    assert all(torch.equal(a["store"][k][t], b["store"][k][t]) for k in a["store"] for t in a["store"][k])
+    # resuming with another deletion stream is refused in one line
+    assert main(run_args(root, in_tmp / "killed", "s3t", *stream, "deletions.seed=1", "resume=true")) == 2
 
 
 def test_clpet_unlearn_serves_a_request_file_on_a_finished_run_and_resumes_when_killed(in_tmp, monkeypatch, capsys):
@@ -241,3 +248,21 @@ def test_skewed_stream_hits_slices_by_their_probability_and_matches_the_method_s
     assert make_requests(DeletionsConfig(kind="uniform", requests=20), train.ids) == uniform  # same stream each time
     with pytest.raises(ValueError, match="slice_probs"):
         DeletionsConfig(kind="skewed", slice_probs=[1.0], slices=2)
+
+
+def test_a_skewed_stream_takes_the_method_slices_and_refuses_others(in_tmp, capsys):
+    root = write_text_csv(in_tmp / "data")
+    skewed = ["deletions.kind=skewed", "deletions.slice_probs=[0,1]", "deletions.requests=2"]
+    assert main(run_args(root, in_tmp / "ok", "s3t", *skewed)) == 0
+    u = json.loads((in_tmp / "ok" / "metrics.json").read_text())["unlearning"]
+    from clpet.results import RunFolder
+
+    state = RunFolder(in_tmp / "ok").load_checkpoint()["unlearning"]
+    m, train = built("s3t")
+    m.prepare(train)
+    assert {int(m.slice_of[m.row_of[i]]) for r in u["requests"] for i in r["ids"]} == {1}
+    assert torch.equal(state["slice_of"], torch.as_tensor(m.slice_of))
+    capsys.readouterr()
+    three = ["deletions.kind=skewed", "deletions.slice_probs=[0,1,1]", "deletions.slices=3"]
+    assert main(run_args(root, in_tmp / "bad", "s3t", *three)) == 2
+    assert "differs from method.slices" in capsys.readouterr().err

@@ -60,3 +60,9 @@ def test_language_task_streams_take_a_validation_split_too(in_tmp):
                  "scenario.val_fraction=0.34", f"out_dir={out}"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["evaluated_on"] == "val" and m["avg_task_acc"] is not None
+
+
+def test_a_one_shot_experience_has_nothing_to_hold_out():
+    stream = word_stream(n_classes=4, train_per_class=1, increment=2)
+    with pytest.raises(ValueError, match="one training sample per class"):
+        with_validation(stream, 0.5, data_seed=0)

@@ -25,6 +25,7 @@ by the accumulation steps like the cross-entropy's (the reference adds it undivi
 from __future__ import annotations
 
 import dataclasses
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -78,18 +79,22 @@ def per_task(value: Any, task: int, key: str, n_tasks: int) -> float:
 def orthogonality(old_a: Dict[str, torch.Tensor], new_a: Dict[str, torch.Tensor], form: str) -> torch.Tensor:
     """O-LoRA's orthogonality term over modules (keys). ``old_a[k]``: the stacked A rows of the old LoRAs of
     module k, (r_old, in); ``new_a[k]``: the new LoRA's A, (r, in). ``sum``: sum_k sum |old_a[k] new_a[k]^T|;
-    ``cosine``: mean_k mean |cos(old row, new row)|."""
+    ``cosine``: mean_k mean |cos(old row, new row)|. Computed in fp32 outside any autocast (the raw term reaches
+    1e3-1e4 on LMs)."""
     terms = []
-    for key, new in new_a.items():
-        old, new = old_a[key].to(new.device, torch.float32), new.float()
-        if form == "cosine":
-            terms.append((F.normalize(old, dim=1) @ F.normalize(new, dim=1).T).abs().mean())
-        else:
-            terms.append((old @ new.T).abs().sum())
+    with torch.autocast(device_type=next(iter(new_a.values())).device.type, enabled=False) if new_a else nullcontext():
+        for key, new in new_a.items():
+            terms.append(_term(old_a[key].to(new.device, torch.float32), new.float(), form))
     if not terms:
         return torch.zeros(())
     stacked = torch.stack(terms)
     return stacked.mean() if form == "cosine" else stacked.sum()
+
+
+def _term(old: torch.Tensor, new: torch.Tensor, form: str) -> torch.Tensor:
+    if form == "cosine":
+        return (F.normalize(old, dim=1) @ F.normalize(new, dim=1).T).abs().mean()
+    return (old @ new.T).abs().sum()
 
 
 @METHODS.register("olora")

@@ -135,7 +135,7 @@ class OSFT(LMMethod):
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
         self.log: List[Dict[str, Any]] = []
-        self._peft: Any = None  # the OSF-wrapped model while a task trains
+        object.__setattr__(self, "_peft", None)  # the OSF-wrapped model while a task trains (not a submodule)
 
     def setup(self, backbone, scenario, ctx) -> None:
         super().setup(backbone, scenario, ctx)
@@ -150,7 +150,7 @@ class OSFT(LMMethod):
         out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         names = []
         for name, m in model.named_modules():
-            if not isinstance(m, nn.Linear) or m is out:
+            if not isinstance(m, nn.Linear) or m is out or min(m.weight.shape) < 2:  # rank 1: nothing to split
                 continue
             leaf = name.rsplit(".", 1)[-1]
             if self.cfg.targets is None or leaf in self.cfg.targets or name in self.cfg.targets:
@@ -223,11 +223,11 @@ class OSFT(LMMethod):
                                                             for n in self.target_names])), 4)
             if self.cfg.rank_schedule == "importance":
                 entry["importance_mean"] = round(float(np.mean(list(self._last_importance.values()))), 4)
-            self._peft = peft_model
+            object.__setattr__(self, "_peft", peft_model)
             try:
                 self.train_on(experience.train, experience, f"task {experience.task_name}")
             finally:
-                self._peft = None
+                object.__setattr__(self, "_peft", None)
             self.backbone.model = peft_model.merge_and_unload()
             self.backbone.model.requires_grad_(False)
         self.log.append(entry)

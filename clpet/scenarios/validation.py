@@ -32,6 +32,9 @@ def with_validation(scenario: Scenario, val_fraction: float, data_seed: int) -> 
             raise ValueError(f"scenario.val_fraction: experience {e.index} has {len(e.train)} training sample(s), "
                              f"too few to hold any out")
         keep, held = holdout_split(e.train.targets, val_fraction, data_seed + e.index)
+        if len(held) == 0:  # every class has one sample (a one-shot session): nothing to hold out
+            raise ValueError(f"scenario.val_fraction: experience {e.index} has one training sample per class, none "
+                             f"can be held out for validation")
         val = e.train.subset(held)
         val.split = "val"
         experiences.append(dataclasses.replace(e, train=e.train.subset(keep), test=val))

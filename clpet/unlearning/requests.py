@@ -8,7 +8,8 @@
   not deleted yet, with ``seed``.
 * ``bursty`` -- as uniform, but every ``burst_every``-th request deletes ``burst_size`` ids at once.
 * ``skewed`` -- as uniform, but each id is drawn by first picking a slice with probability ``slice_probs[s]``
-  (slices as the sharded methods cut the data: ``slice_assignment`` with ``shards`` x ``slices`` and the run seed),
+  (slices as the sharded method cuts the data: ``slice_assignment`` with its ``shards`` x ``slices`` -- taken
+  from the method unless given, and refused when they differ -- and the run seed),
   then a sample of it: the setting S3T's ``matching`` sequences are built for.
 * ``file`` -- ``file``: a text file, one request per line, sample ids separated by spaces or commas (blank lines
   and lines starting with ``#`` skipped).
@@ -38,24 +39,25 @@ class DeletionsConfig:
     file: Optional[str] = None
     seed: int = 0
     slice_probs: Optional[List[float]] = None  # skewed: deletion probability of each slice
-    shards: int = 5  # skewed: the shards x slices the probabilities refer to (the methods' defaults)
-    slices: int = 6
+    shards: Optional[int] = None  # skewed: the shards x slices the probabilities refer to (null: the method's)
+    slices: Optional[int] = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown deletions.kind '{self.kind}'; valid: {', '.join(KINDS)}")
-        for key in ("requests", "size", "burst_every", "burst_size"):
-            if int(getattr(self, key)) <= 0:
-                raise ValueError(f"deletions.{key} must be positive; got {getattr(self, key)}")
+        for key in ("requests", "size", "burst_every", "burst_size", "shards", "slices"):
+            value = getattr(self, key)
+            if value is not None and int(value) <= 0:
+                raise ValueError(f"deletions.{key} must be positive; got {value}")
         if self.kind == "file" and not self.file:
             raise ValueError("deletions.kind=file needs deletions.file (one request of sample ids per line)")
         if self.kind != "file" and self.file:
             raise ValueError("deletions.file is read only with deletions.kind=file")
         if self.kind == "skewed":
             probs = list(self.slice_probs or [])
-            if len(probs) != self.slices or any(not (0 <= p < float("inf")) for p in probs) or sum(probs) <= 0:
-                raise ValueError(f"deletions.kind=skewed needs slice_probs: {self.slices} finite values >= 0, not all "
-                                 f"0 (one per slice); got {self.slice_probs}")
+            if self.slices is not None and len(probs) != self.slices or any(not (0 <= p < float("inf")) for p in probs) or sum(probs) <= 0:
+                raise ValueError(f"deletions.kind=skewed needs slice_probs: one finite value >= 0 per slice "
+                                 f"({self.slices}), not all 0; got {self.slice_probs}")
         elif self.slice_probs is not None:
             raise ValueError("deletions.slice_probs is read only with deletions.kind=skewed")
 
@@ -83,6 +85,8 @@ def read_requests(path: str) -> List[List[int]]:
 def slice_assignment(n: int, shards: int, slices: int, seed: int) -> tuple:
     """(shard, slice) of each of ``n`` samples: a permutation drawn with ``seed``, dealt round-robin to the shards,
     each shard's part cut into ``slices`` equal runs (sizes differ by at most one)."""
+    if shards <= 0 or slices <= 0:
+        raise ValueError(f"shards and slices must be positive; got {shards}, {slices}")
     if n < shards * slices:
         raise ValueError(f"{n} training samples cannot fill {shards} shards x {slices} slices")
     order = np.random.RandomState(seed).permutation(n)
@@ -105,7 +109,9 @@ def make_requests(cfg: DeletionsConfig, train_ids: Sequence[int], run_seed: int 
         rng = np.random.RandomState(cfg.seed)
         ids = np.asarray(train_ids)
         if cfg.kind == "skewed":
-            _, slc = slice_assignment(len(ids), cfg.shards, cfg.slices, run_seed)
+            if cfg.slices is None or len(cfg.slice_probs) != cfg.slices:
+                raise ValueError(f"deletions.slice_probs lists {len(cfg.slice_probs)} values for {cfg.slices} slices")
+            _, slc = slice_assignment(len(ids), cfg.shards or 5, cfg.slices, run_seed)
             pools = [list(rng.permutation(ids[slc == s])) for s in range(cfg.slices)]
         else:
             pools = [list(rng.permutation(ids))]

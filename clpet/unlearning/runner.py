@@ -11,6 +11,7 @@ resumes at its next request and ``clpet unlearn RUN_DIR ids=FILE`` serves more r
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -52,10 +53,20 @@ def run_unlearning(method: Any, scenario: Scenario, requests: List[List[int]], f
                    checkpoint: bool, extra_state: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Train (or resume), serve the requests not served yet (``requests[len(history):]``); returns metrics.json's
     content. ``extra_state`` is saved in the checkpoint too (``clpet unlearn``'s pending request file)."""
+    from clpet.config import ConfigError, one_line
+
     train, test = whole(scenario)
     tic = time.perf_counter()
     if resume_state is not None:
-        method.load_unlearning_state(resume_state["unlearning"], train)
+        if "unlearning" not in resume_state or resume_state.get("train_fingerprint") != train.fingerprint():
+            raise ConfigError(f"the checkpoint in {folder.path} is not an unlearning checkpoint of this training set")
+        try:
+            method.load_unlearning_state(resume_state["unlearning"], train)
+        except (ValueError, KeyError) as exc:
+            raise ConfigError(f"resume from {folder.checkpoint_path}: {one_line(exc)}") from None
+        served = [r["ids"] for r in resume_state["history"]]
+        if "pending_file" not in resume_state and served != [list(map(int, r)) for r in requests[:len(served)]]:
+            raise ConfigError("resume: the deletion stream differs from the one this run served (deletions.*)")
         history, initial_acc = list(resume_state["history"]), float(resume_state["initial_acc"])
         elapsed = float(resume_state["wall_time_s"])
         log(f"resumed at request {len(history) + 1}/{len(requests)}")
@@ -77,6 +88,7 @@ def run_unlearning(method: Any, scenario: Scenario, requests: List[List[int]], f
         if checkpoint:
             folder.save_checkpoint({"unlearning": method.unlearning_state(), "history": history,
                                     "initial_acc": initial_acc, "wall_time_s": metrics["wall_time_s"],
+                                    "train_fingerprint": train.fingerprint(),
                                     **(extra_state or {})})
         return metrics
 
@@ -113,9 +125,8 @@ def unlearn(run_dir: str, ids_file: str, log: Callable[[str], None] = print) -> 
 
     from clpet.config import ConfigError, one_line, validate
     from clpet.context import resolve_device
-    from clpet.registry import SCENARIOS
     from clpet.results import RunFolder
-    from clpet.runner import build_method
+    from clpet.runner import build_method, build_scenario
     from clpet.unlearning.requests import read_requests
 
     folder = RunFolder(run_dir)
@@ -127,11 +138,12 @@ def unlearn(run_dir: str, ids_file: str, log: Callable[[str], None] = print) -> 
     try:
         new = read_requests(ids_file)
         cfg = validate(OmegaConf.create(yaml.safe_load(folder.config_path.read_text())))
-        scenario = SCENARIOS.get(cfg.scenario.name).build(cfg.scenario, seed=cfg.run.seed, data_root=cfg.run.data_root)
+        scenario = build_scenario(cfg)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         raise ConfigError(one_line(exc)) from None
     method = build_method(cfg, scenario, resolve_device(cfg.run.device))
-    digest = hashlib.sha256(open(ids_file, "rb").read()).hexdigest()
+    with open(os.path.expanduser(ids_file), "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
     history = list(state["history"])
     pending = state.get("pending_file")
     done = len(history) - int(pending["start"]) if pending and pending["sha256"] == digest else 0

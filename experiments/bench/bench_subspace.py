@@ -49,7 +49,7 @@ def main() -> None:
     tic = time.perf_counter()
     peft_model = osft.wrap(osft.frozen_ranks(second.index))
     svd_times.append(time.perf_counter() - tic)
-    osft._peft = peft_model
+    object.__setattr__(osft, "_peft", peft_model)
     samples = second.train
     times = {"seq-ft": [], "migu": [], "osft": []}
     for _ in range(args.repeats):
@@ -57,7 +57,7 @@ def main() -> None:
         times["migu"].append(timed_steps(migu, samples, args.steps))
         times["osft"].append(timed_steps(osft, samples, args.steps))
     tic = time.perf_counter()
-    osft._peft = None
+    object.__setattr__(osft, "_peft", None)
     osft.backbone.model = peft_model.merge_and_unload()
     merge_s = time.perf_counter() - tic
     for _ in range(2):  # the SVD again on the merged weights (what each later task pays)
