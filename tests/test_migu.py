@@ -118,3 +118,38 @@ def test_random_update_masks_a_random_fraction(monkeypatch):
 def test_bad_migu_values_are_refused(bad):
     with pytest.raises(ValueError, match="variant|threshold"):
         make_lm_method("migu", bad)
+
+
+def _ddp_rank(rank, world, port, out):
+    import torch.distributed as dist
+
+    from clpet.methods.migu import MIGU
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        weight = torch.nn.Parameter(torch.zeros(10, 3))
+        weight.grad = torch.ones(10, 3)
+        m = MIGU.__new__(MIGU)  # only the masking state: one target, this rank's magnitudes
+        torch.nn.Module.__init__(m)
+        object.__setattr__(m, "cfg", type("C", (), {"random_update": False, "threshold": 0.7})())
+        m.task, m.targets, m._masked_rows = 1, [("lin", None, weight)], [0, 0]
+        m.magnitudes = {"lin": torch.arange(10, dtype=torch.float32) if rank == 0 else torch.arange(10, 0, -1).float() * 3}
+        m.before_update()
+        out[rank] = (weight.grad[:, 0] != 0).tolist()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_under_ddp_the_mask_comes_from_the_magnitudes_averaged_across_ranks():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = mp.Manager().dict()
+    mp.spawn(_ddp_rank, args=(2, port, out), nprocs=2, join=True)
+    mean = (torch.arange(10, dtype=torch.float32) + torch.arange(10, 0, -1).float() * 3) / 2
+    expected = (mean >= torch.quantile(mean, 0.7)).tolist()
+    assert out[0] == out[1] == expected  # every rank applies the same mask, that of the mean magnitudes
