@@ -257,12 +257,26 @@ def test_a_skewed_stream_takes_the_method_slices_and_refuses_others(in_tmp, caps
     u = json.loads((in_tmp / "ok" / "metrics.json").read_text())["unlearning"]
     from clpet.results import RunFolder
 
+    from clpet.config import compose, rewrite_overrides, validate
+    from clpet.runner import build_scenario
+    from clpet.unlearning.runner import whole
+
     state = RunFolder(in_tmp / "ok").load_checkpoint()["unlearning"]
-    m, train = built("s3t")
-    m.prepare(train)
-    assert {int(m.slice_of[m.row_of[i]]) for r in u["requests"] for i in r["ids"]} == {1}
-    assert torch.equal(state["slice_of"], torch.as_tensor(m.slice_of))
+    cfg = validate(compose(rewrite_overrides(["scenario=text-csv", f"data_root={root}", "scenario.increment=2",
+                                              "backbone.name=tiny-text", "method=s3t", *TINY])))
+    row = {int(i): r for r, i in enumerate(whole(build_scenario(cfg))[0].ids)}
+    assert {int(state["slice_of"][row[i]]) for r in u["requests"] for i in r["ids"]} == {1}  # the method's slice 1
     capsys.readouterr()
     three = ["deletions.kind=skewed", "deletions.slice_probs=[0,1,1]", "deletions.slices=3"]
     assert main(run_args(root, in_tmp / "bad", "s3t", *three)) == 2
     assert "differs from method.slices" in capsys.readouterr().err
+
+
+def test_the_default_stream_is_not_correlated_with_the_slicing():
+    """With the run seed and deletions.seed both 0, the requests must not all fall on the first slices."""
+    from clpet.unlearning.requests import DeletionsConfig, make_requests, slice_assignment
+
+    ids = np.arange(600)
+    _, slc = slice_assignment(len(ids), 5, 6, seed=0)
+    hit = [int(slc[i]) for r in make_requests(DeletionsConfig(kind="uniform", requests=60), ids, 0) for i in r]
+    assert len(set(hit)) == 6 and max(np.bincount(hit)) < 25  # spread over the slices (uniform: about 10 each)

@@ -27,6 +27,10 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 KINDS = ("auto", "none", "uniform", "bursty", "skewed", "file")
+#: separate random streams for the slicing of the data and the draw of deletion requests: with one seed for both
+#: (the run seed and deletions.seed are both 0 by default), the first requests would be the first samples of the
+#: slicing permutation -- slice 0 of every shard, the worst case for S3T and SISA
+SLICING_STREAM, DELETION_STREAM = 0x5A1CE, 0xDE1E7E
 
 
 @dataclass
@@ -89,7 +93,7 @@ def slice_assignment(n: int, shards: int, slices: int, seed: int) -> tuple:
         raise ValueError(f"shards and slices must be positive; got {shards}, {slices}")
     if n < shards * slices:
         raise ValueError(f"{n} training samples cannot fill {shards} shards x {slices} slices")
-    order = np.random.RandomState(seed).permutation(n)
+    order = np.random.RandomState([seed, SLICING_STREAM]).permutation(n)
     shard = np.empty(n, dtype=np.int64)
     slc = np.empty(n, dtype=np.int64)
     for k in range(shards):
@@ -106,7 +110,7 @@ def make_requests(cfg: DeletionsConfig, train_ids: Sequence[int], run_seed: int 
     if cfg.kind == "file":
         requests = read_requests(cfg.file)
     else:
-        rng = np.random.RandomState(cfg.seed)
+        rng = np.random.RandomState([cfg.seed, DELETION_STREAM])
         ids = np.asarray(train_ids)
         if cfg.kind == "skewed":
             if cfg.slices is None or len(cfg.slice_probs) != cfg.slices:
