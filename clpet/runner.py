@@ -225,6 +225,7 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
 def deletion_requests(deletions: Dict[str, Any], scenario: Scenario, method: Method) -> List[List[int]]:
     """The run's deletion requests, checked before any work (``deletions`` without an unlearning method is refused:
     it would do nothing)."""
+    from clpet.methods.unlearning import SISAConfig
     from clpet.unlearning.requests import DeletionsConfig, make_requests
     from clpet.unlearning.runner import whole
 
@@ -240,7 +241,7 @@ def deletion_requests(deletions: Dict[str, Any], scenario: Scenario, method: Met
         for key in ("shards", "slices"):  # a skewed stream cuts the slices as the method does
             own = getattr(method.cfg, key, None)
             if getattr(d, key) is None:
-                setattr(d, key, own if own is not None else {"shards": 5, "slices": 6}[key])
+                setattr(d, key, own if own is not None else getattr(SISAConfig, key))  # retrain: the sharded defaults
             elif own is not None and getattr(d, key) != own:
                 raise ValueError(f"deletions.{key}={getattr(d, key)} differs from method.{key}={own}")
         d.__post_init__()

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from clpet.heads import IncrementalLinear
 from clpet.methods.base import Method, eval_mode
 from clpet.methods.finetune import HeadClassifier
-from clpet.methods.lm_base import LMConfig, LoRAKeys
+from clpet.methods.lm_base import LMConfig, peft_lora
 from clpet.pet import LoRAConfig, PetManager
 from clpet.pet.peft_sets import PeftSets
 from clpet.protocols import CLASS_PROTOCOLS, Protocol
@@ -99,13 +99,6 @@ class ConPETDynamicConfig(ConPETConfig):
             raise ValueError(f"topk must be positive; got {self.topk}")
         if not math.isfinite(self.null_logit):
             raise ValueError(f"null_logit must be finite; got {self.null_logit}")
-
-
-def peft_lora(cfg: ConPETConfig, backbone: Any) -> Dict[str, Any]:
-    """ConPET's LoRA as a PEFT set config on a language model (no dropout, as the reference's loralib LoRA)."""
-    lora = LoRAKeys(rank=cfg.rank, alpha=cfg.alpha, dropout=0.0, target_modules=cfg.targets).peft()
-    lora["target_modules"] = backbone.resolve_target_modules(lora["target_modules"])
-    return lora
 
 
 # ---------------------------------------------------------------------------------------------- dynamic replay

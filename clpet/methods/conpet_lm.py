@@ -30,8 +30,8 @@ import torch.nn.functional as F
 
 from clpet.heads import IncrementalLinear
 from clpet.methods.base import eval_mode
-from clpet.methods.conpet import SELECTOR, ConPETConfig, DynamicReplay, SelectorState, expert_set, peft_lora, route
-from clpet.methods.lm_base import LMMethod
+from clpet.methods.conpet import SELECTOR, ConPETConfig, DynamicReplay, SelectorState, expert_set, route
+from clpet.methods.lm_base import LMMethod, peft_lora
 from clpet.protocols import Protocol
 from clpet.scenarios.base import Experience, SampleSet
 

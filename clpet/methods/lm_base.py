@@ -46,6 +46,15 @@ class LoRAKeys:
                 "target_modules": None if self.target_modules is None else [str(m) for m in self.target_modules]}
 
 
+def peft_lora(cfg: Any, backbone: Any, layers: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+    """A PEFT LoRA set config from a method config's ``rank``, ``alpha`` and ``targets`` (``attention`` resolved
+    by the backbone), no dropout (as ConPET's and S3T's loralib-style LoRAs); ``layers``: only those layers
+    (PEFT's ``layers_to_transform``)."""
+    lora = LoRAKeys(rank=cfg.rank, alpha=cfg.alpha, dropout=0.0, target_modules=cfg.targets).peft()
+    lora["target_modules"] = backbone.resolve_target_modules(lora["target_modules"])
+    return lora if layers is None else {**lora, "layers_to_transform": sorted(int(b) for b in layers)}
+
+
 @dataclass
 class LMConfig(MethodConfig):
     """Keys of every LM method."""

@@ -138,10 +138,9 @@ class OLoRA(IncLoRA):
 
     def setup(self, backbone, scenario, ctx) -> None:
         n = len(scenario)
-        for key in ("lambda_orth", "lambda_l2"):
-            per_task(getattr(self.cfg, key), 0, key, n)  # a per-task list must fit the stream: fail before work
-        if self.cfg.task_epochs is not None and len(self.cfg.task_epochs) != n:
-            raise ValueError(f"method.task_epochs lists {len(self.cfg.task_epochs)} values for a stream of {n} tasks")
+        for key in ("lambda_orth", "lambda_l2", "task_epochs"):
+            if getattr(self.cfg, key) is not None:  # a per-task list must fit the stream: fail before work
+                per_task(getattr(self.cfg, key), 0, key, n)
         super().setup(backbone, scenario, ctx)
 
     def learn(self, experience: Experience) -> None:
@@ -159,7 +158,7 @@ class OLoRA(IncLoRA):
         self._lambdas = (per_task(self.cfg.lambda_orth, t, "lambda_orth", n), per_task(self.cfg.lambda_l2, t, "lambda_l2", n))
         optim = self.cfg.optim
         if self.cfg.task_epochs is not None:
-            optim = dataclasses.replace(optim, epochs=int(self.cfg.task_epochs[t]))
+            optim = dataclasses.replace(optim, epochs=int(per_task(self.cfg.task_epochs, t, "task_epochs", n)))
         super().train_on(samples, experience, desc, optim)
 
     def diagnostics(self, test) -> Dict[str, Any]:

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clpet.methods.base import Method, MethodConfig, eval_mode
+from clpet.methods.lm_base import peft_lora
 from clpet.pet import LoRAConfig, PetManager
 from clpet.protocols import CLASS_PROTOCOLS, Protocol
 from clpet.registry import METHODS
@@ -140,10 +141,7 @@ class UnlearningMethod(Method):
     def lora(self, blocks: Optional[Sequence[int]]) -> Any:
         """A LoRA on ``blocks`` (None: every block): clpet's ``LoRAConfig``, or a PEFT LoRA on a language model."""
         if self.language_model:
-            targets = self.backbone.resolve_target_modules(None if self.cfg.targets is None else list(self.cfg.targets))
-            cfg = {"kind": "lora", "r": int(self.cfg.rank), "lora_alpha": float(self.cfg.alpha), "lora_dropout": 0.0,
-                   "target_modules": targets}
-            return {**cfg, "layers_to_transform": sorted(int(b) for b in blocks)} if blocks is not None else cfg
+            return peft_lora(self.cfg, self.backbone, blocks)
         return LoRAConfig(rank=self.cfg.rank, alpha=self.cfg.alpha, blocks=None if blocks is None else tuple(blocks),
                           targets=None if self.cfg.targets is None else tuple(self.cfg.targets))
 

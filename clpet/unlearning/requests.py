@@ -113,9 +113,10 @@ def make_requests(cfg: DeletionsConfig, train_ids: Sequence[int], run_seed: int 
         rng = np.random.RandomState([cfg.seed, DELETION_STREAM])
         ids = np.asarray(train_ids)
         if cfg.kind == "skewed":
-            if cfg.slices is None or len(cfg.slice_probs) != cfg.slices:
-                raise ValueError(f"deletions.slice_probs lists {len(cfg.slice_probs)} values for {cfg.slices} slices")
-            _, slc = slice_assignment(len(ids), cfg.shards or 5, cfg.slices, run_seed)
+            if cfg.shards is None or cfg.slices is None or len(cfg.slice_probs) != cfg.slices:
+                raise ValueError(f"deletions: a skewed stream needs shards and slices (the method's) and one "
+                                 f"slice_probs value per slice; got {cfg.shards}, {cfg.slices}, {cfg.slice_probs}")
+            _, slc = slice_assignment(len(ids), cfg.shards, cfg.slices, run_seed)
             pools = [list(rng.permutation(ids[slc == s])) for s in range(cfg.slices)]
         else:
             pools = [list(rng.permutation(ids))]
