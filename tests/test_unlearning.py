@@ -111,6 +111,20 @@ def test_retrain_is_training_without_the_samples():
         assert torch.equal(v, fresh.store["full"][k]), k
 
 
+@pytest.mark.parametrize("method", ["s3t", "sisa"])
+def test_served_logits_cached_across_requests_equal_a_fresh_evaluation(method):
+    """A request re-evaluates only the shards it changed: the cached ensemble logits must equal recomputing all."""
+    m, train = built(method, "method.sequences=1") if method == "s3t" else built(method)
+    m.fit_all(train)
+    m.logits_of(train)  # fills the cache with every shard's logits
+    for victim in (sample_in(m, 0, 1), sample_in(m, 1, 0)):  # cut shard 0 to a prefix / retrain shard 1
+        m.forget([victim])
+        cached = m.logits_of(train)
+        m._logit_cache.clear()
+        assert torch.equal(cached, m.logits_of(train))
+    assert m.full_retrains == 1
+
+
 def test_bad_requests_fail_in_one_line_and_change_nothing():
     m, train = built("s3t")
     m.fit_all(train)

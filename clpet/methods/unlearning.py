@@ -286,6 +286,14 @@ class UnlearningMethod(Method):
         ids = self.check_request(ids)
         return self.measured(lambda: self.remove(ids))
 
+    def retrained(self, shards: Iterable[int]) -> None:
+        """Drop the cached test logits of ``shards`` (their kept stages were trained again). A shard a request
+        only cut to a shorter prefix keeps its cache: its stages are unchanged, so a request evaluates only the
+        shards it retrained (or whose served stage moved)."""
+        shards = set(shards)
+        for key in [key for key in self._logit_cache if key[0] in shards]:
+            del self._logit_cache[key]
+
     def remove(self, ids: List[int]) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -345,7 +353,7 @@ class Retrain(UnlearningMethod):
         self.deleted.update(ids)
         self.train_everything()
         self.full_retrains = 1
-        self._logit_cache.clear()
+        self.retrained([0])
 
 
 @METHODS.register("sisa")
@@ -386,7 +394,7 @@ class SISA(UnlearningMethod):
         for k, s in sorted(first.items()):
             self.train_shard_from(k, s)
         self.full_retrains = sum(1 for s in first.values() if s == 0)  # restarted from the shard's first slice
-        self._logit_cache.clear()
+        self.retrained(first)
 
 
 @METHODS.register("s3t")
@@ -454,7 +462,7 @@ class S3T(UnlearningMethod):
         for k in dead:  # nothing left to serve: the shard trains again on its remaining data
             self.train_shard(k)
         self.full_retrains = len(dead)
-        self._logit_cache.clear()
+        self.retrained(dead)
 
     def unlearning_state(self) -> Dict[str, Any]:
         return {**super().unlearning_state(), "prefix": [list(p) for p in self.prefix],
