@@ -11,7 +11,8 @@ import os
 import sys
 from typing import List, Optional
 
-USAGE = """usage: clpet run [-m] [key=value ...]     run a continual-learning experiment (Hydra overrides)
+USAGE = """usage: clpet run [-m] [key=value ...]     run a continual-learning experiment (Hydra overrides;
+                                          --cfg job: print the resolved config and stop)
        clpet list                         scenarios, methods and backbones with one line each
        clpet compare RUN_DIR... [--csv F] [--plot DIR]   one table across runs (mean ± std over seeds)
        clpet plot RUN_DIR                 (re)draw a run's figures
@@ -30,11 +31,19 @@ def cmd_run(args: List[str]) -> int:
 
     multirun = any(a in ("-m", "--multirun") for a in args)
     overrides = [a for a in args if a not in ("-m", "--multirun")]
+    show_only, overrides = _cfg_flag(overrides)
     bad = [a for a in overrides if a.startswith("-")]
     if bad:
-        return _fail(f"unknown option {bad[0]}; clpet run takes key=value overrides and -m")
+        return _fail(f"unknown option {bad[0]}; clpet run takes key=value overrides, -m and --cfg job")
+    if show_only is not None and show_only != "job":
+        return _fail(f"--cfg {show_only}: clpet run prints the resolved run config with --cfg job only")
     try:
         rewritten = rewrite_overrides(with_default_method(overrides))
+        if show_only is not None:  # Hydra's --cfg job: the resolved config, no data or weights touched
+            if multirun:
+                return _fail("--cfg job prints one run's config; drop -m")
+            print(OmegaConf.to_yaml(OmegaConf.create(validate(compose(rewritten)).raw)), end="", flush=True)
+            return 0
         if multirun:
             jobs = expand_sweep(rewritten)
             for job in jobs:  # check every combination before the first job starts
@@ -44,6 +53,16 @@ def cmd_run(args: List[str]) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     return _execute(cfg, lambda: print(OmegaConf.to_yaml(OmegaConf.create(cfg.raw)), flush=True))
+
+
+def _cfg_flag(args: List[str]):
+    """(value of ``--cfg``, the other args): ``--cfg job`` or ``--cfg=job``; (None, args) without it."""
+    for i, arg in enumerate(args):
+        if arg == "--cfg":
+            return (args[i + 1] if i + 1 < len(args) else ""), args[:i] + args[i + 2:]
+        if arg.startswith("--cfg="):
+            return arg.split("=", 1)[1], args[:i] + args[i + 1:]
+    return None, args
 
 
 def _execute(cfg, announce) -> int:
@@ -90,7 +109,9 @@ def launch_multirun(overrides: List[str]) -> int:
 
         from clpet.runner import run, summary_table
 
-        resolved = validate(cfg)
+        from clpet.config import with_preset
+
+        resolved = validate(with_preset(cfg, list(HydraConfig.get().overrides.task)))
         if resolved.run.out_dir is None:
             resolved.run.out_dir = HydraConfig.get().runtime.output_dir
             resolved.raw["out_dir"] = resolved.run.out_dir

@@ -1,6 +1,7 @@
 """Composing a run's config with Hydra, and validating it against the registries before any work starts.
 
-The Hydra trap (docs/architecture.md, "Configs"): a group override picks a file only when the group's folder equals the key, so the
+The paper preset of the (method, scenario) pair (``clpet/presets.py``) is merged in by ``compose`` under the
+command line. The Hydra trap (docs/architecture.md, "Configs"): a group override picks a file only when the group's folder equals the key, so the
 defaults list uses ``scenarios@scenario`` / ``methods@method`` and the CLI rewrites ``scenario=X`` /
 ``method=X`` into those before Hydra sees them. Every node is then checked against the dataclass ``Config`` of
 its registry entry, so a typo in any key fails with one line.
@@ -57,6 +58,8 @@ class RunConfig:
     progress: bool = True
     # deletion requests served by the unlearning methods (s3t, sisa, retrain); clpet.unlearning.requests
     deletions: Dict[str, Any] = field(default_factory=lambda: {"kind": "auto"})
+    # the paper preset (clpet.presets): auto = presets/<method>/<scenario>.yaml when it exists, none, or a name
+    preset: str = "auto"
 
 
 def config_dir() -> Path:
@@ -100,7 +103,7 @@ def compose(overrides: List[str]) -> DictConfig:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
-            return hydra_compose(config_name="clpet", overrides=overrides)
+            cfg = hydra_compose(config_name="clpet", overrides=overrides)
     except Exception as exc:  # Hydra's errors are multi-line; keep the first line
         msg = one_line(exc)
         if msg.startswith("Could not override '"):
@@ -110,6 +113,16 @@ def compose(overrides: List[str]) -> DictConfig:
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             msg = f"unknown key '{key}'{hint}; valid top-level keys: {', '.join(valid)}"
         raise ConfigError(msg) from None
+    return with_preset(cfg, overrides)
+
+
+def with_preset(cfg: DictConfig, overrides: List[str]) -> DictConfig:
+    """The paper preset of the run's method and scenario merged under ``overrides`` (``clpet.presets``)."""
+    from clpet.presets import apply_preset
+
+    if cfg.get("scenario") is None or cfg.get("method") is None:
+        return cfg  # validate() says what is missing
+    return apply_preset(cfg, overrides)
 
 
 def one_line(exc: BaseException) -> str:

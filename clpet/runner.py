@@ -130,6 +130,9 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
         folder.log(line)
 
     ctx.log = log
+    from clpet.provenance import append_record, record
+
+    append_record(folder, record(cfg, scenario, method, device))
 
     if getattr(method, "unlearning", False):
         return run_unlearning_job(cfg, scenario, method, requests, folder, log)

@@ -28,6 +28,9 @@ import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's clpet (a grid worktree runs its own code)
+
+from clpet.provenance import code_commit, cpu_name  # noqa: E402
 
 
 def finished(out_dir: Path) -> bool:
@@ -40,19 +43,6 @@ def finished(out_dir: Path) -> bool:
     return m.get("n_experiences_done") == m.get("n_experiences")
 
 
-def code_commit() -> str:
-    """The commit the runs are made with, ``+dirty`` when the work tree has uncommitted changes to tracked files."""
-    git = ["git", "-C", str(ROOT)]
-    try:
-        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
-
-
 def run_one(overrides: list, out_dir: Path) -> None:
     if finished(out_dir):
         return
@@ -61,18 +51,8 @@ def run_one(overrides: list, out_dir: Path) -> None:
     print("$", " ".join(cmd[2:]), flush=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     commits = out_dir / "code_commit.txt"
-    commits.write_text((commits.read_text() if commits.exists() else "") + code_commit() + "\n")
+    commits.write_text((commits.read_text() if commits.exists() else "") + code_commit(ROOT) + "\n")
     subprocess.run(cmd, check=True, cwd=ROOT)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def run_commits(run: Path) -> set:

@@ -375,3 +375,8 @@ def test_timm_reference_preprocessing_keys():
     assert not any("ColorJitter" in repr(t) for t in train_ops)
     with pytest.raises(ValueError, match="crop_pct"):
         build_backbone({**cfg, "crop_pct": 1.5})
+    aper = build_backbone({**cfg, "interpolation": "bicubic", "train_interpolation": "bilinear"})
+    assert "bilinear" in str(aper.preprocess_fn(train=True).transform.transforms[0].interpolation).lower()
+    assert any("Resize(size=256, interpolation=bicubic" in repr(t) for t in aper.preprocess_fn(train=False).transform.transforms)
+    with pytest.raises(ValueError, match="train_interpolation"):
+        build_backbone({**cfg, "train_interpolation": "nearest"})

@@ -19,12 +19,16 @@ def test_wheel_ships_configs_and_composes_from_them(tmp_path):
         assert f"clpet/conf/scenarios/{yaml_file}" in names
     for yaml_file in sorted(p.name for p in (root / "methods").glob("*.yaml")):
         assert f"clpet/conf/methods/{yaml_file}" in names
+    for preset in sorted((root / "presets").glob("*/*.yaml")):
+        assert f"clpet/conf/presets/{preset.parent.name}/{preset.name}" in names
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     code = (
         "import clpet, clpet.config as c; "
         "assert str(c.config_dir()).startswith(%r), c.config_dir(); "
         "cfg = c.validate(c.compose(c.rewrite_overrides(['scenario=synthetic', 'method=finetune']))); "
+        "lae = c.validate(c.compose(c.rewrite_overrides(['scenario=imagenet-r', 'method=lae']))); "
+        "assert lae.run.preset == 'lae/imagenet-r', lae.run.preset; "
         "print(cfg.method.name)" % str(site)
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(site), "PATH": ""},

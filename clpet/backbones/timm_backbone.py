@@ -126,7 +126,8 @@ class TimmBackbone(TimmImageBackbone):
         # Resize(256) + CenterCrop(224): crop_pct=0.875; APER trains with RandomResizedCrop scale [0.05, 1.0]
         crop_pct: Optional[float] = None  # test: Resize(size / crop_pct) + CenterCrop(size)
         train_scale: Optional[List[float]] = None  # RandomResizedCrop scale range for training
-        interpolation: Optional[str] = None  # bilinear | bicubic
+        interpolation: Optional[str] = None  # bilinear | bicubic (train and test)
+        train_interpolation: Optional[str] = None  # training crops only (APER: bilinear, testing bicubic)
         color_jitter: float = 0.0  # timm's training default is 0.4; the CL reference codes use crop + flip only
 
     def __init__(self, cfg: "TimmBackbone.Config") -> None:
@@ -164,20 +165,23 @@ class TimmBackbone(TimmImageBackbone):
             if not 0.0 < cfg.crop_pct <= 1.0:
                 raise ValueError(f"backbone.crop_pct must be in (0, 1], got {cfg.crop_pct}")
             data["crop_pct"] = float(cfg.crop_pct)
+        for key in ("interpolation", "train_interpolation"):
+            if getattr(cfg, key) not in (None, "bilinear", "bicubic"):
+                raise ValueError(f"unknown backbone.{key} '{getattr(cfg, key)}'; valid: bilinear, bicubic")
         if cfg.interpolation is not None:
-            if cfg.interpolation not in ("bilinear", "bicubic"):
-                raise ValueError(f"unknown backbone.interpolation '{cfg.interpolation}'; valid: bilinear, bicubic")
             data["interpolation"] = cfg.interpolation
+        train_data = dict(data, interpolation=cfg.train_interpolation or data.get("interpolation"))
         train_kwargs: Dict[str, Any] = {"color_jitter": float(cfg.color_jitter) or None}
         if cfg.train_scale:
             train_kwargs["scale"] = tuple(float(v) for v in cfg.train_scale)
-        train_pre = ImagePreprocess(timm.data.create_transform(**data, is_training=True, **train_kwargs))
+        train_pre = ImagePreprocess(timm.data.create_transform(**train_data, is_training=True, **train_kwargs))
         test_pre = ImagePreprocess(timm.data.create_transform(**data, is_training=False))
         key = (f"{cfg.name}|{cfg.model}|{os.path.abspath(weights) + '|' + file_stamp(weights) if weights else 'random'}"
                f"|size={data['input_size'][-1]}|crop={data.get('crop_pct')}|{data.get('interpolation')}"
                f"|normalize={cfg.normalize}")  # train_scale only affects training, never cached features
         super().__init__(model, train_pre, test_pre, key)
         self.data_config = data
+        self.weight_path = weights
 
     @classmethod
     def from_config(cls, cfg: "TimmBackbone.Config") -> "TimmBackbone":
@@ -275,6 +279,7 @@ class EfficientNetLite0(TimmImageBackbone):
         test_pre = ImagePreprocess(ImageTransform(size, False, mean, std, crop_pct=224 / 256, interpolation="bicubic"))
         super().__init__(model, train_pre, test_pre, f"{key}|size={size}|crop=0.875|bicubic|mean=std=0.5")
         self.n_mapped = n_mapped  # tensors mapped from the file (294: everything but the classifier)
+        self.weight_path = path if cfg.pretrained else None
 
     @classmethod
     def from_config(cls, cfg: "EfficientNetLite0.Config") -> "EfficientNetLite0":
