@@ -14,7 +14,8 @@ from typing import List, Optional
 USAGE = """usage: clpet run [-m] [key=value ...]     run a continual-learning experiment (Hydra overrides;
                                           --cfg job: print the resolved config and stop)
        clpet list                         scenarios, methods and backbones with one line each
-       clpet compare RUN_DIR... [--csv F] [--plot DIR]   one table across runs (mean ± std over seeds)
+       clpet compare RUN_DIR... [--csv F] [--plot DIR] [--reference]   one table across runs (mean ± std
+                                          over seeds); --reference: the paper's numbers beside them
        clpet plot RUN_DIR                 (re)draw a run's figures
        clpet unlearn RUN_DIR ids=FILE     serve deletion requests (one per line) on an s3t / sisa / retrain run"""
 
@@ -173,9 +174,16 @@ def cmd_compare(args: List[str]) -> int:
     parser.add_argument("run_dirs", nargs="+")
     parser.add_argument("--csv", default="compare.csv", help="where to write the table as CSV (default compare.csv)")
     parser.add_argument("--plot", default=None, metavar="DIR", help="also draw A_t curves and a stability-plasticity scatter")
+    parser.add_argument("--reference", action="store_true",
+                        help="also print the paper's reported numbers beside the runs made with a preset, with the delta")
     ns = parser.parse_args(args)
     try:
         print(compare_runs(ns.run_dirs, out_csv=ns.csv, plot_dir=ns.plot))
+        if ns.reference:
+            from clpet.reference import reference_table
+
+            print("reported (paper) vs measured (these runs):\n")
+            print(reference_table(ns.run_dirs))
     except (FileNotFoundError, ValueError) as exc:
         return _fail(str(exc).strip().splitlines()[0])
     return 0

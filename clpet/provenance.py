@@ -1,6 +1,6 @@
 """Provenance of a run: what produced its numbers, written to ``provenance.json`` in the run folder.
 
-One record per start of the run (the first start, then every resume), each holding: the code (clpet's version
+One record per start of the run (the first start, then every resume), each holding: the command line, the code (clpet's version
 and the git commit of its source tree, ``+dirty`` with uncommitted changes to tracked files), the library versions,
 the machine (CPU, GPU, Python), the run settings that change numbers (seed, device, precision, world size, global
 batch = batch size x gradient accumulation x world size), the data (scenario fingerprint, class order, the split
@@ -16,6 +16,7 @@ import hashlib
 import os
 import platform
 import subprocess
+import sys
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -129,6 +130,7 @@ def record(cfg: Any, scenario: Any, method: Any, device: Any) -> Dict[str, Any]:
     info = dict(getattr(scenario, "info", {}) or {})
     return to_jsonable({
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "argv": list(sys.argv),  # the command line (``clpet run ...`` or ``python -m clpet.cli run ...``)
         "code": {"commit": code_commit(), "source": str(SOURCE_ROOT)},
         "libraries": library_versions(),
         "machine": machine(),
