@@ -46,6 +46,9 @@ def cmd_run(args: List[str]) -> int:
             print(OmegaConf.to_yaml(OmegaConf.create(validate(compose(rewritten)).raw)), end="", flush=True)
             return 0
         if multirun:
+            if tuned(rewritten):
+                check_tuning(rewritten)
+                return launch_multirun(rewritten)
             jobs = expand_sweep(rewritten)
             for job in jobs:  # check every combination before the first job starts
                 validate(compose(job))
@@ -90,6 +93,26 @@ def expand_sweep(overrides: List[str]) -> List[List[str]]:
     return [list(job) for batch in batches for job in batch]
 
 
+def tuned(overrides: List[str]) -> bool:
+    """A hyperparameter search (``hydra/sweeper=optuna``) rather than a grid."""
+    return any(a.partition("=")[0] == "hydra/sweeper" and a.partition("=")[2] != "basic" for a in overrides)
+
+
+def check_tuning(overrides: List[str]) -> None:
+    """Before the first trial: every fixed key validates, and the search selects on validation data -- a sweep
+    that would maximise a test-set number fails here (``scenario.val_fraction`` must be above 0)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from clpet.config import ConfigError, compose, validate
+
+    parser = OverridesParser.create()
+    fixed = [a for a in overrides if not a.startswith("hydra") and not parser.parse_override(a).is_sweep_override()]
+    cfg = validate(compose(fixed))
+    if not getattr(cfg.scenario, "val_fraction", 0) > 0:
+        raise ConfigError("a hyperparameter search selects on validation data: set scenario.val_fraction (e.g. 0.1); "
+                          "the objective is never measured on test sets")
+
+
 def launch_multirun(overrides: List[str]) -> int:
     """Hand the sweep to Hydra's own multirun machinery (basic launcher, or submitit/Ray launchers when the
     user selects them with ``hydra/launcher=...``); each job runs the same ``run``. Without ``out_dir``, a job's
@@ -105,7 +128,7 @@ def launch_multirun(overrides: List[str]) -> int:
     sweep_dir = os.path.join("runs", "multirun", datetime.now().strftime("%Y%m%d-%H%M%S"))
 
     @hydra.main(version_base=None, config_path=str(config_dir()), config_name="clpet")
-    def _job(cfg) -> None:
+    def _job(cfg) -> Optional[float]:
         from hydra.core.hydra_config import HydraConfig
 
         from clpet.runner import run, summary_table
@@ -119,10 +142,15 @@ def launch_multirun(overrides: List[str]) -> int:
         metrics = run(resolved)
         print(summary_table(metrics))
         print(f"run folder: {metrics['run_dir']}")
+        value = metrics.get(resolved.run.objective)  # what a sweeper (Optuna) maximises; the basic one ignores it
+        return None if value is None else float(value)
 
+    search = []
+    if tuned(overrides) and not any(a.startswith("hydra.sweeper.direction=") for a in overrides):
+        search = ["hydra.sweeper.direction=maximize"]  # every clpet objective is higher-is-better
     argv = sys.argv
     sys.argv = [
-        "clpet", "--multirun", *overrides,
+        "clpet", "--multirun", *overrides, *search,
         "hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled",
         f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${hydra.job.num}",
     ]
@@ -135,6 +163,10 @@ def launch_multirun(overrides: List[str]) -> int:
 
         print(f"\nsweep {sweep_dir}:")
         print(compare_runs([sweep_dir], out_csv=os.path.join(sweep_dir, "compare.csv")))
+        best = os.path.join(sweep_dir, "optimization_results.yaml")
+        if os.path.isfile(best):  # the Optuna sweeper's best trial
+            with open(best) as f:
+                print(f"best trial ({best}):\n{f.read()}")
     return 0
 
 

@@ -60,6 +60,8 @@ class RunConfig:
     deletions: Dict[str, Any] = field(default_factory=lambda: {"kind": "auto"})
     # the paper preset (clpet.presets): auto = presets/<method>/<scenario>.yaml when it exists, none, or a name
     preset: str = "auto"
+    # the metric a hyperparameter sweeper (hydra/sweeper=optuna) maximises; measured on validation data
+    objective: str = "A_last"
 
 
 def config_dir() -> Path:
@@ -206,6 +208,7 @@ def _typed(registry, node: Any, where: str, extra: Optional[Dict[str, Any]] = No
         raise ConfigError(f"{where}: {one_line(exc)}") from None
 
 
+OBJECTIVES = ("A_last", "A_avg", "avg_task_acc", "plasticity")  # maximised by a sweeper (all: higher is better)
 SEED_MAX = 2**32 - 1  # NumPy's legacy RandomState (class orders, caps) takes seeds in [0, 2**32 - 1]
 
 
@@ -247,6 +250,8 @@ def _validate(cfg: DictConfig) -> Resolved:
             raise ConfigError(f"{key} must be {'>= 0' if key == 'num_workers' else '>= 1'}, got {getattr(run, key)}")
     if not 0 <= run.seed <= SEED_MAX:
         raise ConfigError(f"seed must be in [0, {SEED_MAX}] (the range NumPy's RandomState takes), got {run.seed}")
+    if run.objective not in OBJECTIVES:
+        raise ConfigError(f"unknown objective '{run.objective}'; valid: {', '.join(OBJECTIVES)}")
     if run.image_cache_mb < 0:
         raise ConfigError(f"image_cache_mb must be >= 0 (0 turns the decoded-image cache off), got {run.image_cache_mb}")
     if run.resume and not run.out_dir:
