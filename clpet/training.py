@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from clpet.methods.base import Method
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULERS = ("constant", "cosine")
+SCHEDULERS = ("constant", "cosine", "cosine-restarts")
 
 
 @dataclass
@@ -38,7 +38,13 @@ class OptimConfig:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 0.0
-    scheduler: str = "constant"  # constant | cosine (annealed to 0 over the epochs, stepped per epoch)
+    scheduler: str = "constant"  # constant | cosine (annealed to 0 over the epochs, stepped per epoch) | cosine-restarts
+    # cosine-restarts (timm's CosineLRScheduler, stepped per epoch): a linear warmup from warmup_lr to lr over
+    # warmup_epochs, then cosine cycles of cycle_epochs from lr down to min_lr, restarting
+    warmup_epochs: int = 0
+    warmup_lr: float = 0.0
+    min_lr: float = 0.0
+    cycle_epochs: int = 1
     drop_last: bool = False  # drop the last incomplete batch of an epoch (kept when it is the only one)
     grad_accum_steps: int = 1  # micro-batches per optimizer step (effective batch = batch_size * grad_accum_steps)
     max_grad_norm: Optional[float] = None  # clip the gradients' global L2 norm before each step (None = off)
@@ -60,6 +66,10 @@ def check_optim(cfg: OptimConfig) -> None:
         )
     if not 0 <= cfg.momentum < 1:
         raise ValueError(f"momentum must be in [0, 1); got {cfg.momentum}")
+    if cfg.warmup_epochs < 0 or cfg.cycle_epochs < 1 or not 0 <= cfg.warmup_lr < math.inf or not 0 <= cfg.min_lr < math.inf:
+        raise ValueError(f"bad schedule values: warmup_epochs={cfg.warmup_epochs} cycle_epochs={cfg.cycle_epochs} "
+                         f"warmup_lr={cfg.warmup_lr} min_lr={cfg.min_lr} (need warmup_epochs>=0, cycle_epochs>=1, "
+                         "finite warmup_lr>=0 and min_lr>=0)")
     if cfg.grad_accum_steps < 1:
         raise ValueError(f"grad_accum_steps must be >= 1; got {cfg.grad_accum_steps}")
     if cfg.max_grad_norm is not None and not 0 < cfg.max_grad_norm < math.inf:
@@ -102,11 +112,25 @@ def set_epoch_lr(optimizer: torch.optim.Optimizer, cfg: OptimConfig, epoch: int)
 
 
 def lr_at_epoch(cfg: OptimConfig, epoch: int) -> float:
-    """Constant, or cosine annealing to 0 over ``epochs`` (``CosineAnnealingLR(T_max=epochs)`` stepped per epoch,
-    as the SimpleCIL/APER reference code schedules it)."""
+    """Constant; cosine annealing to 0 over ``epochs`` (``CosineAnnealingLR(T_max=epochs)`` stepped per epoch,
+    as the SimpleCIL/APER reference code schedules it); or ``cosine-restarts``: timm's ``CosineLRScheduler``
+    (warmup prefix of ``warmup_epochs`` from ``warmup_lr``, cycles of ``cycle_epochs`` from ``lr`` to ``min_lr``)."""
+    if cfg.scheduler == "cosine-restarts":
+        return timm_cosine_lr(cfg.lr, cfg.min_lr, cfg.cycle_epochs, cfg.warmup_epochs, cfg.warmup_lr, epoch)
     if cfg.scheduler == "constant" or cfg.epochs <= 0:
         return cfg.lr
     return 0.5 * cfg.lr * (1 + math.cos(math.pi * epoch / cfg.epochs))
+
+
+def timm_cosine_lr(lr: float, min_lr: float, cycle: int, warmup: int, warmup_lr: float, epoch: int) -> float:
+    """The LR timm's ``CosineLRScheduler`` sets at ``epoch`` (read off a one-parameter optimizer)."""
+    from timm.scheduler import CosineLRScheduler
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    sched = CosineLRScheduler(opt, t_initial=cycle, lr_min=min_lr, warmup_t=warmup, warmup_lr_init=warmup_lr,
+                              warmup_prefix=True, cycle_limit=1 << 30, t_in_epochs=True)
+    sched.step(epoch)
+    return float(opt.param_groups[0]["lr"])
 
 
 def fit(

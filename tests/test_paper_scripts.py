@@ -23,7 +23,10 @@ def test_paper_script_configs_validate(tmp_path, script):
     shim.write_text(f"#!/bin/sh\nexec {sys.executable} {tmp_path / 'validate.py'} \"$@\"\n")
     shim.chmod(0o755)
     (tmp_path / "validate.py").write_text(VALIDATOR)
-    env = {**os.environ, "CLPET": str(shim), "DATA": str(tmp_path), "T5": str(tmp_path / "t5"), "DEVICE": "cpu"}
+    (tmp_path / "clip").mkdir()
+    (tmp_path / "clip" / "config.json").write_text("{}")  # hf-clip checks for a model folder when validated
+    env = {**os.environ, "CLPET": str(shim), "DATA": str(tmp_path), "T5": str(tmp_path / "t5"), "DEVICE": "cpu",
+           "CLIP": str(tmp_path / "clip"), "SEEDS": "42"}
     out = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("valid ") >= 1

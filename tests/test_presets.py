@@ -15,7 +15,7 @@ from tests.paper_fixtures import write_imagenet_r
 
 PRESETS = available_presets()
 # keys a preset may set beyond its reference values: which backbone, and no split name over init/increment
-PLUMBING = {"backbone.name": "timm", "scenario.split_name": None}
+PLUMBING = {"backbone.name": "timm", "scenario.split_name": None}  # hf-clip presets cite it
 
 
 def resolved(*args):
@@ -45,9 +45,13 @@ def test_each_preset_holds_the_reference_values_of_its_header(name):
 
 
 @pytest.mark.parametrize("name", PRESETS)
-def test_each_preset_validates_on_its_pair_and_is_recorded(name):
+def test_each_preset_validates_on_its_pair_and_is_recorded(name, tmp_path):
     method, scenario = name.split("/")
-    cfg = resolved(f"scenario={scenario}", f"method={method}")
+    extra = []
+    if load_preset(name).get("backbone", {}).get("name") == "hf-clip":  # the user names the CLIP folder
+        (tmp_path / "config.json").write_text("{}")
+        extra = [f"backbone.model={tmp_path}"]
+    cfg = resolved(f"scenario={scenario}", f"method={method}", *extra)
     assert cfg.run.preset == name and cfg.raw["preset"] == name
     for key, value in flatten({k: v for k, v in load_preset(name).items() if k != "reported"}).items():
         assert OmegaConf.select(OmegaConf.create(cfg.raw), key) == value, key

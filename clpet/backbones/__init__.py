@@ -15,6 +15,8 @@ name                   modality  model and weights
 ``hf-seq2seq``         text      any local T5 / Flan-T5 model
 ``tiny-llama``         text      random-init 2-layer LLaMA, byte-level tokenizer (tests)
 ``tiny-t5``            text      random-init 2-layer T5, byte-level tokenizer (tests)
+``hf-clip``            image     any Hugging Face CLIP from a local folder (image + text encoders)
+``tiny-clip``          image     random-init 2-layer CLIP on 32 px, byte-level tokenizer (tests)
 ``tiny-mlp``           vector    random-init 2-layer MLP (tests)
 ``tiny-text``          text      random-init 2-layer BERT, hashing tokenizer (tests)
 ``tiny-vit``           image     random-init 2-block timm ViT on 32 px (tests)
@@ -27,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from clpet.backbones import hf_encoder, lm, timm_backbone, tiny  # noqa: F401  (registers the entries)
+from clpet.backbones import clip, hf_encoder, lm, timm_backbone, tiny  # noqa: F401  (registers the entries)
 from clpet.backbones.base import Backbone, batch_to
 from clpet.backbones.images import ImagePreprocess, ImageTransform, load_image
 from clpet.registry import BACKBONES, UnknownNameError

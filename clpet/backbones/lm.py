@@ -419,18 +419,23 @@ class SmolLM2(LanguageModel):
 
 
 # ------------------------------------------------------------------------------------------ tiny test models
-def byte_tokenizer() -> Any:
+def byte_tokenizer(specials_last: bool = False, wrap: bool = False) -> Any:
     """A byte-level tokenizer built in code (the 256 byte symbols of GPT-2's byte-level alphabet, no merges, plus
-    ``<pad> <s> </s> <unk>``): any text tokenises, one token per byte, nothing to download."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    ``<pad> <s> </s> <unk>``): any text tokenises, one token per byte, nothing to download. ``specials_last`` puts
+    the special tokens after the bytes (ids 256-259; CLIP's text model must not see its end token as id 2, its
+    legacy pooling rule); ``wrap`` adds ``<s> ... </s>`` around every text, as CLIP's tokenizer does."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<pad>", "<s>", "</s>", "<unk>"]
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {tok: i for i, tok in enumerate(specials + alphabet)}
+    vocab = {tok: i for i, tok in enumerate(alphabet + specials if specials_last else specials + alphabet)}
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
+    if wrap:
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A </s>", special_tokens=[("<s>", vocab["<s>"]), ("</s>", vocab["</s>"])])
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
                                    unk_token="<unk>")
 
