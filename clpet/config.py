@@ -62,6 +62,8 @@ class RunConfig:
     preset: str = "auto"
     # the metric a hyperparameter sweeper (hydra/sweeper=optuna) maximises; measured on validation data
     objective: str = "A_last"
+    # experiment trackers mirroring the run folder (clpet.tracking): tensorboard, wandb (offline), mlflow, csv
+    logger: List[str] = field(default_factory=list)
 
 
 def config_dir() -> Path:
@@ -154,7 +156,7 @@ def with_default_method(args: List[str]) -> List[str]:
 def rewrite_overrides(args: List[str]) -> List[str]:
     """``scenario=X`` -> ``scenarios@scenario=X`` (checked against the YAMLs), ``method=X`` likewise, and
     ``scenario.k=v`` / ``method.k=v`` / ``backbone.k=v`` -> ``++...`` (add or override; the key itself is then
-    checked against the entry's dataclass), and ``backbone=X`` -> ``backbone.name=X``."""
+    checked against the entry's dataclass), ``backbone=X`` -> ``backbone.name=X`` and ``logger=a,b`` -> ``logger=[a,b]``."""
     out = []
     for arg in args:
         key, sep, value = arg.partition("=")
@@ -168,6 +170,8 @@ def rewrite_overrides(args: List[str]) -> List[str]:
             out.append(f"++{arg}")
         elif sep and key == "backbone":  # ``backbone=X``: the name (checked against the registry when resolved)
             out.append(f"++backbone.name={value}")
+        elif sep and key == "logger" and not value.startswith("["):  # ``logger=a,b``: a list, never a sweep
+            out.append(f"logger=[{value}]")
         else:
             out.append(arg)
     return out
@@ -250,6 +254,12 @@ def _validate(cfg: DictConfig) -> Resolved:
             raise ConfigError(f"{key} must be {'>= 0' if key == 'num_workers' else '>= 1'}, got {getattr(run, key)}")
     if not 0 <= run.seed <= SEED_MAX:
         raise ConfigError(f"seed must be in [0, {SEED_MAX}] (the range NumPy's RandomState takes), got {run.seed}")
+    try:
+        from clpet.tracking import check_loggers
+
+        run.logger = check_loggers(run.logger)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if run.objective not in OBJECTIVES:
         raise ConfigError(f"unknown objective '{run.objective}'; valid: {', '.join(OBJECTIVES)}")
     if run.image_cache_mb < 0:

@@ -24,6 +24,8 @@ class RunContext:
     # another training loop hosting the method (Avalanche's ClpetStrategy): ``clpet.training.fit`` hands its
     # calls to it (same signature); None = clpet's own loop
     trainer: Optional[Callable[..., Any]] = None
+    # experiment trackers (clpet.tracking.Tracker): every optimizer step's losses and LR go to it; None = off
+    tracker: Optional[Any] = None
 
     def autocast(self) -> ContextManager:
         """Autocast to ``precision`` (bf16 or fp16) on the run device; fp32: a no-op."""

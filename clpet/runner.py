@@ -106,7 +106,7 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
 
     Data, backbone and method are built (and so checked) first; ``announce`` is called once they are, before
     any training (the CLI prints the resolved config there)."""
-    from clpet.results import RunFolder, rng_state, set_rng_state
+    from clpet.results import RunFolder
 
     run_cfg = cfg.run
     folder_path = prepare_folder(cfg)
@@ -136,6 +136,23 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
 
     if getattr(method, "unlearning", False):
         return run_unlearning_job(cfg, scenario, method, requests, folder, log)
+    from clpet.tracking import Tracker
+
+    tracker = Tracker(run_cfg.logger, str(folder_path), cfg.raw, resumed=run_cfg.resume)
+    ctx.tracker = tracker if tracker.active else None
+    try:
+        return run_stream(cfg, scenario, method, folder, folder_path, device, log, tracker)
+    finally:
+        tracker.close()
+        ctx.tracker = None
+
+
+def run_stream(cfg: Resolved, scenario: Scenario, method: Method, folder, folder_path: Path, device, log,
+               tracker) -> Dict[str, Any]:
+    """The experience loop of ``run``: learn, evaluate, write metrics and checkpoint after each experience."""
+    from clpet.results import rng_state, set_rng_state
+
+    run_cfg, ctx = cfg.run, method.ctx
 
     T = len(scenario)
     counts = np.array([len(e.test) for e in scenario], dtype=np.float64)
@@ -202,6 +219,7 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
             metrics.update(final_diagnostics(method, evaluator, scenario, task_id))
         folder.write_acc_matrix(np.asarray([[np.nan if v is None else v for v in row] for row in metrics["acc_matrix"]]))
         folder.write_metrics(metrics)
+        tracker.log_experience(t, metrics)
         if run_cfg.checkpoint:
             folder.save_checkpoint({
                 "next_experience": t + 1,
@@ -221,6 +239,7 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
         from clpet.plots import plot_run
 
         plot_run(str(folder_path))
+    tracker.log_final(metrics, str(folder.plots_dir))
     metrics["run_dir"] = str(folder_path)
     return metrics
 

@@ -208,6 +208,9 @@ def train_loop(
             method.after_backward()
             if (i + 1) % accum == 0 or i + 1 == n_total:
                 update(optimizer, method, cfg, scaler)
+                if ctx.tracker is not None:
+                    ctx.tracker.log_step({**{k: float(v.detach()) for k, v in terms.items()},
+                                          "loss": float(loss.detach()), "lr": optimizer.param_groups[0]["lr"]})
             n_batches += 1
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
