@@ -113,11 +113,31 @@ def check_tuning(overrides: List[str]) -> None:
                           "the objective is never measured on test sets")
 
 
+def job_state(resolved) -> str:
+    """``finished`` / ``resume`` / ``new`` for a sweep job's run folder: a folder holding the same resolved config
+    (``config.yaml``, run-location keys aside) with finished metrics is skipped, one with a checkpoint resumes."""
+    from pathlib import Path
+
+    from clpet.results import RunFolder, load_metrics, run_finished
+
+    folder = RunFolder(resolved.run.out_dir) if Path(resolved.run.out_dir, "config.yaml").is_file() else None
+    if folder is None:
+        return "new"
+    saved = folder.read_config() or {}
+    ignore = ("out_dir", "resume", "progress")
+    if {k: v for k, v in saved.items() if k not in ignore} != {k: v for k, v in resolved.raw.items() if k not in ignore}:
+        return "new"  # another job's folder (an Optuna trial with other values): run afresh
+    if folder.metrics_path.is_file() and run_finished(load_metrics(folder.path)):
+        return "finished"
+    return "resume" if folder.checkpoint_path.is_file() else "new"
+
+
 def launch_multirun(overrides: List[str]) -> int:
-    """Hand the sweep to Hydra's own multirun machinery (basic launcher, or submitit/Ray launchers when the
-    user selects them with ``hydra/launcher=...``); each job runs the same ``run``. Without ``out_dir``, a job's
-    run folder is its Hydra job folder ``runs/multirun/<time>/<job number>``; a comparison table across the
-    sweep is printed at the end."""
+    """Hand the sweep to Hydra's own multirun machinery (basic launcher, or the joblib / submitit launchers when
+    the user selects them with ``hydra/launcher=...``); each job runs the same ``run``. Without ``out_dir``, a
+    job's run folder is its Hydra job folder ``<sweep dir>/<job number>`` (sweep dir: ``hydra.sweep.dir``, default
+    ``runs/multirun/<time>``); run again with the same ``hydra.sweep.dir``, finished jobs are skipped and killed
+    ones resume. A comparison table across the sweep is printed at the end."""
     from datetime import datetime
 
     import hydra
@@ -125,7 +145,8 @@ def launch_multirun(overrides: List[str]) -> int:
     from clpet.config import config_dir, register_schema, validate
 
     register_schema()
-    sweep_dir = os.path.join("runs", "multirun", datetime.now().strftime("%Y%m%d-%H%M%S"))
+    given = [a.partition("=")[2] for a in overrides if a.partition("=")[0] == "hydra.sweep.dir"]
+    sweep_dir = given[-1] if given else os.path.join("runs", "multirun", datetime.now().strftime("%Y%m%d-%H%M%S"))
 
     @hydra.main(version_base=None, config_path=str(config_dir()), config_name="clpet")
     def _job(cfg) -> Optional[float]:
@@ -139,6 +160,16 @@ def launch_multirun(overrides: List[str]) -> int:
         if resolved.run.out_dir is None:
             resolved.run.out_dir = HydraConfig.get().runtime.output_dir
             resolved.raw["out_dir"] = resolved.run.out_dir
+        state = job_state(resolved)
+        if state == "finished":  # a sweep run again: this job's run folder holds this config, finished
+            from clpet.results import load_metrics
+
+            metrics = load_metrics(resolved.run.out_dir)
+            print(f"finished already: {resolved.run.out_dir}")
+            value = metrics.get(resolved.run.objective)
+            return None if value is None else float(value)
+        if state == "resume":
+            resolved.run.resume, resolved.raw["resume"] = True, True
         metrics = run(resolved)
         print(summary_table(metrics))
         print(f"run folder: {metrics['run_dir']}")

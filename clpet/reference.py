@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from clpet.compare import find_run_dirs, mean_std
 from clpet.presets import available_presets, flatten, reported
-from clpet.results import load_metrics
+from clpet.results import load_metrics, run_finished
 
 METRICS = ("A_last", "A_avg")
 
@@ -41,18 +41,13 @@ def load_run(run_dir: Path) -> Tuple[Dict[str, Any], Dict[str, Any], List[Dict[s
     return config or {}, load_metrics(run_dir), records
 
 
-def finished(metrics: Dict[str, Any]) -> bool:
-    total = metrics.get("n_experiences")
-    return total is not None and metrics.get("n_experiences_done") == total
-
-
 def matched_runs(run_dirs: Sequence[str | os.PathLike]) -> Dict[Tuple[str, str], List[Tuple[Path, dict, list]]]:
     """(preset, entry label) -> the finished runs below ``run_dirs`` that reproduce that entry."""
     out: Dict[Tuple[str, str], List[Tuple[Path, dict, list]]] = {}
     for d in find_run_dirs(run_dirs):
         config, metrics, records = load_run(d)
         name = run_preset(config)
-        if name is None or not finished(metrics) or name not in available_presets():
+        if name is None or not run_finished(metrics) or name not in available_presets():
             continue
         for entry in reported(name):
             if matches(config, entry.get("when") or {}):

@@ -125,6 +125,15 @@ def load_metrics(run_dir: str | os.PathLike) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- RNG
+def run_finished(metrics: Mapping[str, Any]) -> bool:
+    """Whether a run's ``metrics.json`` is final: every experience learned (an unlearning run: every planned
+    deletion request served)."""
+    if "unlearning" in metrics:
+        return metrics["unlearning"]["n_requests"] == metrics.get("n_requests_planned")
+    total = metrics.get("n_experiences")
+    return total is not None and metrics.get("n_experiences_done") == total
+
+
 def rng_state() -> dict:
     """The state of Python ``random``, NumPy's legacy global RandomState and torch (CPU, and all CUDA
     devices when available), as plain Python values and tensors, so it survives ``weights_only=True``."""

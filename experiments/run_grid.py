@@ -31,16 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's clpet (a grid worktree runs its own code)
 
 from clpet.provenance import code_commit, cpu_name  # noqa: E402
+from clpet.results import run_finished  # noqa: E402
 
 
 def finished(out_dir: Path) -> bool:
     f = out_dir / "metrics.json"
-    if not f.exists():
-        return False
-    m = json.loads(f.read_text())
-    if "unlearning" in m:  # the unlearning methods: every planned deletion request served
-        return m["unlearning"]["n_requests"] == m.get("n_requests_planned")
-    return m.get("n_experiences_done") == m.get("n_experiences")
+    return f.exists() and run_finished(json.loads(f.read_text()))
 
 
 def run_one(overrides: list, out_dir: Path) -> None:

