@@ -114,8 +114,10 @@ def check_tuning(overrides: List[str]) -> None:
 
 
 def job_state(resolved) -> str:
-    """``finished`` / ``resume`` / ``new`` for a sweep job's run folder: a folder holding the same resolved config
-    (``config.yaml``, run-location keys aside) with finished metrics is skipped, one with a checkpoint resumes."""
+    """``finished`` / ``resume`` / ``stale`` / ``new`` for a sweep job's run folder: a folder holding the same
+    resolved config (``config.yaml``, run-location keys aside) with finished metrics is skipped, one with a
+    checkpoint resumes; a folder of another config (an Optuna trial with other values) or without a checkpoint is
+    ``stale`` (moved aside before the job runs)."""
     from pathlib import Path
 
     from clpet.results import RunFolder, load_metrics, run_finished
@@ -126,10 +128,10 @@ def job_state(resolved) -> str:
     saved = folder.read_config() or {}
     ignore = ("out_dir", "resume", "progress")
     if {k: v for k, v in saved.items() if k not in ignore} != {k: v for k, v in resolved.raw.items() if k not in ignore}:
-        return "new"  # another job's folder (an Optuna trial with other values): run afresh
+        return "stale"
     if folder.metrics_path.is_file() and run_finished(load_metrics(folder.path)):
         return "finished"
-    return "resume" if folder.checkpoint_path.is_file() else "new"
+    return "resume" if folder.checkpoint_path.is_file() else "stale"
 
 
 def launch_multirun(overrides: List[str]) -> int:
@@ -170,6 +172,12 @@ def launch_multirun(overrides: List[str]) -> int:
             return None if value is None else float(value)
         if state == "resume":
             resolved.run.resume, resolved.raw["resume"] = True, True
+        elif state == "stale":  # another config's or an unresumable folder: kept, renamed aside, never overwritten
+            from datetime import datetime as _dt
+
+            aside = f"{resolved.run.out_dir.rstrip(os.sep)}.replaced-{_dt.now().strftime('%Y%m%d-%H%M%S')}"
+            os.rename(resolved.run.out_dir, aside)
+            print(f"{resolved.run.out_dir} held another run: moved to {aside}")
         metrics = run(resolved)
         print(summary_table(metrics))
         print(f"run folder: {metrics['run_dir']}")

@@ -60,6 +60,8 @@ class RunConfig:
     deletions: Dict[str, Any] = field(default_factory=lambda: {"kind": "auto"})
     # the paper preset (clpet.presets): auto = presets/<method>/<scenario>.yaml when it exists, none, or a name
     preset: str = "auto"
+    # filled in by compose: the preset's keys the command line set otherwise (such a run is not the paper setting)
+    preset_overridden: List[str] = field(default_factory=list)
     # the metric a hyperparameter sweeper (hydra/sweeper=optuna) maximises; measured on validation data
     objective: str = "A_last"
     # experiment trackers mirroring the run folder (clpet.tracking): tensorboard, wandb (offline), mlflow, csv
@@ -260,6 +262,9 @@ def _validate(cfg: DictConfig) -> Resolved:
         run.logger = check_loggers(run.logger)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if run.logger and getattr(METHODS.get(method.name), "unlearning", False):
+        raise ConfigError(f"logger= is not supported for the unlearning method {method.name} (its metrics.json and "
+                          "plots/deletion_cost.png hold the run)")
     if run.objective not in OBJECTIVES:
         raise ConfigError(f"unknown objective '{run.objective}'; valid: {', '.join(OBJECTIVES)}")
     if run.image_cache_mb < 0:

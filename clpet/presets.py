@@ -3,8 +3,8 @@
 A preset is ``presets/<method>/<scenario>.yaml`` in clpet's config folder. ``clpet run scenario=imagenet-r
 method=lae`` applies ``presets/lae/imagenet-r.yaml`` (``preset: auto``, the default); ``preset=none`` turns it off;
 ``preset=lae/imagenet-r`` names one (it must be for the run's method and scenario). Every key the user sets on the
-command line wins over the preset's value, and the resolved config records which preset applied (``preset:``), so
-the run folder's ``config.yaml`` says so. The offline scenarios have no presets: they keep their CPU defaults.
+command line wins over the preset's value, and the resolved config records which preset applied (``preset:``) and
+which of its keys the command line changed (``preset_overridden:``), so the run folder's ``config.yaml`` says so. The offline scenarios have no presets: they keep their CPU defaults.
 
 A preset file holds ``scenario``, ``method`` and ``backbone`` mappings (merged into those nodes), the top-level
 ``seed`` and ``precision``, and ``reported`` (the paper's numbers for that setting, each with the config values it
@@ -138,10 +138,14 @@ def apply_preset(cfg: DictConfig, overrides: Iterable[str]) -> DictConfig:
         values = {k: v for k, v in values.items() if not k.startswith("backbone.")}
         with open_dict(cfg):
             cfg.preset = f"{name} (without its backbone keys: backbone {chosen_backbone})"
+    overridden = []
     with open_dict(cfg):
         for key, value in values.items():
             if not _covered(key, keys):
                 OmegaConf.update(cfg, key, value, merge=False, force_add=True)
+            elif OmegaConf.select(cfg, key, default=None) != value:
+                overridden.append(key)
+        cfg.preset_overridden = overridden
     return cfg
 
 

@@ -33,6 +33,10 @@ def code_commit(root: Path = SOURCE_ROOT) -> str:
     ``unknown`` outside a git checkout (an installed wheel) or without git."""
     git = ["git", "-C", str(root)]
     try:
+        top = subprocess.run([*git, "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True,
+                             timeout=20).stdout.strip()
+        if Path(top).resolve() != Path(root).resolve():
+            return "unknown"  # an installed clpet inside some other checkout: that repository's commit is not ours
         head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               check=True, timeout=20).stdout.strip()
         dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
@@ -118,6 +122,19 @@ def _files_of(info: Dict[str, Any]) -> List[str]:
     return sorted(set(found))
 
 
+def command_line() -> List[str]:
+    """The command that reproduces this run: ``sys.argv``, or inside a sweep job ``clpet run`` + the job's own
+    overrides (a sweep's argv would rerun the whole sweep)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            return ["clpet", "run", *HydraConfig.get().overrides.task]
+    except ImportError:  # pragma: no cover - hydra is a dependency
+        pass
+    return list(sys.argv)
+
+
 def record(cfg: Any, scenario: Any, method: Any, device: Any) -> Dict[str, Any]:
     """This start's provenance record (see the module docstring)."""
     from clpet.results import to_jsonable
@@ -130,7 +147,7 @@ def record(cfg: Any, scenario: Any, method: Any, device: Any) -> Dict[str, Any]:
     info = dict(getattr(scenario, "info", {}) or {})
     return to_jsonable({
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "argv": list(sys.argv),  # the command line (``clpet run ...`` or ``python -m clpet.cli run ...``)
+        "argv": command_line(),
         "code": {"commit": code_commit(), "source": str(SOURCE_ROOT)},
         "libraries": library_versions(),
         "machine": machine(),

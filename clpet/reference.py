@@ -1,8 +1,9 @@
 """Reported beside reproduced: the paper numbers a preset lists (``reported:``) next to the runs made with it.
 
 A run is matched to a reported entry when the run applied that entry's preset (``preset`` in its
-``config.yaml``; a ``preset=none`` run is not the paper's setting, whatever its keys) and its resolved config holds
-every value of the entry's ``when`` (e.g. ``method.pet: prefix``). ``clpet compare RUN_DIR... --reference`` prints
+``config.yaml``; a ``preset=none`` run is not the paper's setting, whatever its keys), changed none of the preset's
+other keys (``preset_overridden``), and its resolved config holds every value of the entry's ``when`` (e.g.
+``method.pet: prefix``). ``clpet compare RUN_DIR... --reference`` prints
 one row per entry with runs; ``reproducibility_table`` lists every entry of every preset, blank where no run
 exists yet, and is what ``experiments/reproducibility.py`` writes to ``REPRODUCIBILITY.md``.
 """
@@ -27,8 +28,13 @@ def run_preset(config: Dict[str, Any]) -> Optional[str]:
 
 
 def matches(config: Dict[str, Any], when: Dict[str, Any]) -> bool:
-    flat = flatten(config)
-    return all(flat.get(key) == value for key, value in flatten(dict(when or {})).items())
+    """The run holds every value of ``when`` and changed no other preset key (``preset_overridden``; the seed
+    and the ``when`` keys themselves may differ from the preset: they choose the entry)."""
+    flat, need = flatten(config), flatten(dict(when or {}))
+    allowed = set(need) | {"seed"}
+    if any(key not in allowed for key in config.get("preset_overridden") or []):
+        return False
+    return all(flat.get(key) == value for key, value in need.items())
 
 
 def load_run(run_dir: Path) -> Tuple[Dict[str, Any], Dict[str, Any], List[Dict[str, Any]]]:

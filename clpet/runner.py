@@ -138,7 +138,9 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
         return run_unlearning_job(cfg, scenario, method, requests, folder, log)
     from clpet.tracking import Tracker
 
-    tracker = Tracker(run_cfg.logger, str(folder_path), cfg.raw, resumed=run_cfg.resume)
+    saved = folder.load_checkpoint() if run_cfg.resume and run_cfg.logger else None
+    tracker = Tracker(run_cfg.logger, str(folder_path), cfg.raw, resumed=saved is not None,
+                      step=(saved or {}).get("tracker_step", 0), experience=(saved or {}).get("next_experience", 0))
     ctx.tracker = tracker if tracker.active else None
     try:
         return run_stream(cfg, scenario, method, folder, folder_path, device, log, tracker)
@@ -232,6 +234,7 @@ def run_stream(cfg: Resolved, scenario: Scenario, method: Method, folder, folder
                 "extra": method.extra_state(),
                 "rng": rng_state(),
                 "scenario_fingerprint": scenario.fingerprint(),
+                "tracker_step": tracker.step,
             })
     if not metrics:  # resumed a finished run: the metrics it wrote are final
         metrics = folder.load_metrics()

@@ -8,7 +8,8 @@ stays the source of truth: a logger only mirrors it, and every logger writes und
 * ``tensorboard`` -- ``torch.utils.tensorboard.SummaryWriter`` event files in ``<run>/tensorboard/``;
 * ``wandb`` -- an **offline** W&B run in ``<run>/wandb/`` (``wandb sync`` uploads it later; nothing goes online);
 * ``mlflow`` -- an MLflow run in the local file store ``<run>/mlruns/`` (``mlflow ui --backend-store-uri``);
-* ``csv`` -- ``<run>/train_steps.csv``: one row per optimizer step (step, experience, loss terms, lr).
+* ``csv`` -- ``<run>/train_steps.csv``: long format, one row per optimizer step and value (step, experience,
+  name, value: each loss term, the total loss and the lr), so terms that appear later (O-LoRA's) keep their name.
 
 tensorboard, wandb and mlflow are optional extras (``pip install clpet[track]``); asking for one that is not
 installed fails before any work with the pip command. What clpet adds: one fan-out of CL events (steps,
@@ -20,7 +21,7 @@ import csv
 import importlib.util
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence  # noqa: F401
 
 LOGGERS = ("tensorboard", "wandb", "mlflow", "csv")
 PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
@@ -55,11 +56,12 @@ def scalars(values: Mapping[str, Any]) -> Dict[str, float]:
 class Tracker:
     """Fans the run's events out to the chosen loggers (no-ops without any)."""
 
-    def __init__(self, names: Iterable[str], run_dir: str, config: Mapping[str, Any], resumed: bool = False) -> None:
+    def __init__(self, names: Iterable[str], run_dir: str, config: Mapping[str, Any], resumed: bool = False,
+                 step: int = 0, experience: int = 0) -> None:
         self.names = check_loggers(list(names))
         self.run_dir = Path(run_dir)
-        self.step = 0
-        self.experience = 0
+        self.step = int(step)  # a resumed run continues its global step count (saved in the checkpoint)
+        self.experience = int(experience)
         self._tb = self._wandb = self._mlflow = None
         self._csv = None
         if "tensorboard" in self.names:
@@ -85,8 +87,11 @@ class Tracker:
             mlflow.log_params(params)
         if "csv" in self.names:
             path = self.run_dir / "train_steps.csv"
-            self._csv = open(path, "a" if resumed else "w", newline="")
-            self._csv_writer: Optional[csv.DictWriter] = None
+            fresh = not (resumed and path.is_file())
+            self._csv = open(path, "w" if fresh else "a", newline="")
+            self._csv_writer = csv.writer(self._csv)
+            if fresh:
+                self._csv_writer.writerow(["step", "experience", "name", "value"])
 
     @property
     def active(self) -> bool:
@@ -104,12 +109,7 @@ class Tracker:
         if self._mlflow is not None:
             self._mlflow.log_metrics({f"train.{k}": v for k, v in values.items()}, step=self.step)
         if self._csv is not None:
-            row = {"step": self.step, "experience": self.experience, **values}
-            if self._csv_writer is None:
-                self._csv_writer = csv.DictWriter(self._csv, fieldnames=list(row), extrasaction="ignore")
-                if self._csv.tell() == 0:
-                    self._csv_writer.writeheader()
-            self._csv_writer.writerow(row)
+            self._csv_writer.writerows([self.step, self.experience, k, v] for k, v in values.items())
 
     def log_experience(self, t: int, metrics: Mapping[str, Any]) -> None:
         """After experience ``t`` (0-based): A_t and the row of the accuracy matrix."""

@@ -70,6 +70,9 @@ def check_optim(cfg: OptimConfig) -> None:
         raise ValueError(f"bad schedule values: warmup_epochs={cfg.warmup_epochs} cycle_epochs={cfg.cycle_epochs} "
                          f"warmup_lr={cfg.warmup_lr} min_lr={cfg.min_lr} (need warmup_epochs>=0, cycle_epochs>=1, "
                          "finite warmup_lr>=0 and min_lr>=0)")
+    if cfg.scheduler == "cosine-restarts" and not (cfg.min_lr <= cfg.lr and cfg.warmup_lr <= cfg.lr):
+        raise ValueError(f"cosine-restarts needs min_lr <= lr and warmup_lr <= lr; got min_lr={cfg.min_lr} "
+                         f"warmup_lr={cfg.warmup_lr} lr={cfg.lr}")
     if cfg.grad_accum_steps < 1:
         raise ValueError(f"grad_accum_steps must be >= 1; got {cfg.grad_accum_steps}")
     if cfg.max_grad_norm is not None and not 0 < cfg.max_grad_norm < math.inf:

@@ -155,3 +155,16 @@ def test_hf_clip_loads_a_local_clip_folder_and_names_a_missing_one(tmp_path, cap
                  "backbone.model=/nonexistent"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "/nonexistent" in err
+
+
+def test_the_reference_schedule_gives_the_learning_rates_it_used():
+    """CosineAnnealingWarmupRestarts(200, warmup 50, max 0.1, min 0.001) stepped per epoch and rebuilt per
+    session: linear warmup from 0.001, +0.00198 per epoch, back to 0.001 in every session (fit restarts epochs)."""
+    from clpet.methods.cpe_clip import cpe_optim
+    from clpet.training import OptimConfig, lr_at_epoch
+
+    cfg = cpe_optim()
+    assert [round(lr_at_epoch(cfg, e), 6) for e in range(6)] == [0.001, 0.00298, 0.00496, 0.00694, 0.00892, 0.0109]
+    assert lr_at_epoch(cfg, 50) == pytest.approx(0.1) and lr_at_epoch(cfg, 199) == pytest.approx(0.001, abs=1e-4)
+    with pytest.raises(ValueError, match="min_lr <= lr"):
+        OptimConfig(scheduler="cosine-restarts", lr=0.01, min_lr=0.1)

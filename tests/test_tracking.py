@@ -33,8 +33,9 @@ def wandb_records(raw: bytes):
 
 
 def steps_of(out):
+    """One row per optimizer step: its ``loss`` rows of the long-format CSV."""
     with open(out / "train_steps.csv") as f:
-        return list(csv.DictReader(f))
+        return [r for r in csv.DictReader(f) if r["name"] == "loss"]
 
 
 @pytest.mark.timeout(300)
@@ -84,3 +85,15 @@ def test_an_unknown_or_missing_logger_fails_before_work(tmp_path, capsys):
     assert main([*RUN, f"out_dir={tmp_path / 'r'}", "logger=neptune"]) == 2
     assert "unknown logger 'neptune'" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_resumed_run_continues_the_step_count(tmp_path, monkeypatch, capsys):
+    from tests.method_fixtures import kill_and_resume
+
+    def run_args(out):
+        return [*RUN, f"out_dir={out}", "logger=csv,tensorboard"]
+
+    kill_and_resume(tmp_path, monkeypatch, "finetune", run_args, dies_at=2)
+    full, cut = steps_of(tmp_path / "full"), steps_of(tmp_path / "cut")
+    assert [(r["step"], r["experience"]) for r in cut] == [(r["step"], r["experience"]) for r in full]
+    capsys.readouterr()

@@ -53,9 +53,11 @@ class ClipBackbone(Backbone):
         self.model = model
         self.feature_dim = int(model.config.projection_dim)
         self.tokens = TextTokens(tokenizer, min(CONTEXT_LENGTH, int(model.config.text_config.max_position_embeddings)))
-        test = ImageTransform(image_size, False, CLIP_MEAN, CLIP_STD, crop_pct=1.0, interpolation="bicubic")
-        train = ImageTransform(image_size, True, CLIP_MEAN, CLIP_STD, interpolation="bicubic") if train_augment else test
-        self._pre = {True: ImagePreprocess(train), False: ImagePreprocess(test)}
+        test = ImagePreprocess(ImageTransform(image_size, False, CLIP_MEAN, CLIP_STD, crop_pct=1.0,
+                                              interpolation="bicubic"))
+        train = ImagePreprocess(ImageTransform(image_size, True, CLIP_MEAN, CLIP_STD, interpolation="bicubic")) \
+            if train_augment else test  # one transform, one decoded-image cache
+        self._pre = {True: train, False: test}
         self._key = key
 
     @property
@@ -77,7 +79,8 @@ class ClipBackbone(Backbone):
         return self._pre[train](inputs)
 
     def enable_image_cache(self, max_mb: float) -> bool:
-        return any([pre.enable_cache(max_mb / 2) for pre in self._pre.values()])
+        distinct = list({id(pre): pre for pre in self._pre.values()}.values())
+        return any([pre.enable_cache(max_mb / len(distinct)) for pre in distinct])
 
     def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The projected image embedding (not normalised), (B, projection_dim)."""

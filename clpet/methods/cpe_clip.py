@@ -60,11 +60,22 @@ def cpe_optim() -> OptimConfig:
                        scheduler="cosine-restarts", warmup_epochs=50, warmup_lr=0.001, min_lr=0.001, cycle_epochs=150)
 
 
+def check_prompting(who: str, template: str, logit_scale: float) -> None:
+    """One line for a template without exactly one ``{}`` or a logit scale that is not a finite positive number."""
+    if template.count("{}") != 1 or template.count("{") != 1:
+        raise ValueError(f"{who}: template must hold '{{}}' exactly once for the class name, got {template!r}")
+    if not 0 < logit_scale < float("inf"):
+        raise ValueError(f"{who}: logit_scale must be a finite number > 0, got {logit_scale}")
+
+
 @dataclass
 class ClipZeroShotConfig(MethodConfig):
     name: str = "clip-zeroshot"
     template: str = "a photo of a {}."
     logit_scale: float = 100.0
+
+    def __post_init__(self) -> None:
+        check_prompting(self.name, self.template, self.logit_scale)
 
 
 @dataclass
@@ -86,10 +97,7 @@ class CPECLIPConfig(MethodConfig):
                              f"{self.prompt_depth}")
         if self.incremental_batch_size < 1 or self.incremental_epochs < 0:
             raise ValueError("cpe-clip: incremental_batch_size must be >= 1 and incremental_epochs >= 0")
-        if not 0 < self.logit_scale < float("inf"):
-            raise ValueError(f"cpe-clip: logit_scale must be a finite number > 0, got {self.logit_scale}")
-        if "{}" not in self.template:
-            raise ValueError(f"cpe-clip: template must hold '{{}}' for the class name, got {self.template!r}")
+        check_prompting(self.name, self.template, self.logit_scale)
 
 
 def cosine_logits_scaled(image: torch.Tensor, text: torch.Tensor, scale: float) -> torch.Tensor:
@@ -160,6 +168,9 @@ class CPECLIP(Method):
         if self.depth > min(n_text, n_vision):
             raise ValueError(f"cpe-clip: prompt_depth {self.depth} exceeds the encoders' layers "
                              f"({n_text} text, {n_vision} vision)")
+        if self.cfg.prompt_length > clip.tokens.context_length - 3:
+            raise ValueError(f"cpe-clip: prompt_length {self.cfg.prompt_length} leaves no room for the class name in "
+                             f"CLIP's {clip.tokens.context_length}-token context")
         text_dim = clip.model.config.text_config.hidden_size
         vision_dim = clip.model.config.vision_config.hidden_size
         with torch.random.fork_rng(devices=[]):
