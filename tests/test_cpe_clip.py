@@ -168,3 +168,27 @@ def test_the_reference_schedule_gives_the_learning_rates_it_used():
     assert lr_at_epoch(cfg, 50) == pytest.approx(0.1) and lr_at_epoch(cfg, 199) == pytest.approx(0.001, abs=1e-4)
     with pytest.raises(ValueError, match="min_lr <= lr"):
         OptimConfig(scheduler="cosine-restarts", lr=0.01, min_lr=0.1)
+
+
+def test_vision_prompts_by_hand_equal_the_hooked_forward(tmp_path):
+    """The reference's vision branch written out: proj(g[0]) appended before the pre-LayerNorm, proj(g[i]) appended
+    at each later prompted layer (accumulate), the CLS token after the post-LayerNorm, projected."""
+    from clpet.methods.cpe_clip import call_layer
+
+    m, scenario = built(tmp_path, "cpe-clip", "method.prompt_depth=2")
+    vision = m.backbone.model.vision_model
+    x = pixels(m, scenario[0])
+    with torch.no_grad():
+        m.prompts.normal_()
+        hooked = m.image_features(x)
+        for hook in m._hooks:  # the hand-written forward below must not be prompted twice
+            hook.remove()
+        g = m.prompt_proj(m.prompts)
+        h = vision.embeddings(x)
+        h = vision.pre_layrnorm(torch.cat([h, g[0].expand(len(x), -1, -1)], dim=1))
+        for i, layer in enumerate(vision.encoder.layers):
+            if 0 < i < 2:
+                h = torch.cat([h, g[i].expand(len(x), -1, -1)], dim=1)
+            h = call_layer(layer, h, None)
+        expected = m.backbone.model.visual_projection(vision.post_layernorm(h[:, 0]))
+        assert torch.allclose(hooked, expected, atol=1e-5)
