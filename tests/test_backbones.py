@@ -38,6 +38,16 @@ def _bert_dir(path) -> str:
     return str(path)
 
 
+def _clip_dir(path):
+    """A local Hugging Face CLIP folder (config, weights, tokenizer) of the tiny random CLIP."""
+    from clpet.backbones import build_backbone
+
+    bb = build_backbone({"name": "tiny-clip", "init_seed": 3})
+    bb.model.save_pretrained(str(path))
+    bb.tokens.tokenizer.save_pretrained(str(path))
+    return str(path)
+
+
 def _lm_dir(path, name):
     """A local Hugging Face model directory (config, weights, tokenizer) of a tiny random LM."""
     from clpet.backbones import build_backbone
@@ -65,6 +75,8 @@ def _cases(tmp_path):
         "tiny-t5": ({"name": "tiny-t5"}, pairs),
         "hf-causal-lm": ({"name": "hf-causal-lm", "model": _lm_dir(tmp_path / "llama", "tiny-llama")}, pairs),
         "hf-seq2seq": ({"name": "hf-seq2seq", "model": _lm_dir(tmp_path / "t5", "tiny-t5")}, pairs),
+        "tiny-clip": ({"name": "tiny-clip"}, images),
+        "hf-clip": ({"name": "hf-clip", "model": _clip_dir(tmp_path / "clip")}, images),
     }
     if HAS_SMOLLM2:
         cases["smollm2"] = ({"name": "smollm2"}, pairs)
