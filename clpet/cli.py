@@ -113,6 +113,12 @@ def check_tuning(overrides: List[str]) -> None:
                           "the objective is never measured on test sets")
 
 
+def objective_of(metrics: dict, objective: str) -> Optional[float]:
+    """What a sweeper (Optuna) maximises for a job; the basic sweeper ignores it."""
+    value = metrics.get(objective)
+    return None if value is None else float(value)
+
+
 def job_state(resolved) -> str:
     """``finished`` / ``resume`` / ``stale`` / ``new`` for a sweep job's run folder: a folder holding the same
     resolved config (``config.yaml``, run-location keys aside) with finished metrics is skipped, one with a
@@ -166,23 +172,18 @@ def launch_multirun(overrides: List[str]) -> int:
         if state == "finished":  # a sweep run again: this job's run folder holds this config, finished
             from clpet.results import load_metrics
 
-            metrics = load_metrics(resolved.run.out_dir)
             print(f"finished already: {resolved.run.out_dir}")
-            value = metrics.get(resolved.run.objective)
-            return None if value is None else float(value)
+            return objective_of(load_metrics(resolved.run.out_dir), resolved.run.objective)
         if state == "resume":
             resolved.run.resume, resolved.raw["resume"] = True, True
         elif state == "stale":  # another config's or an unresumable folder: kept, renamed aside, never overwritten
-            from datetime import datetime as _dt
-
-            aside = f"{resolved.run.out_dir.rstrip(os.sep)}.replaced-{_dt.now().strftime('%Y%m%d-%H%M%S')}"
+            aside = f"{resolved.run.out_dir.rstrip(os.sep)}.replaced-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
             os.rename(resolved.run.out_dir, aside)
             print(f"{resolved.run.out_dir} held another run: moved to {aside}")
         metrics = run(resolved)
         print(summary_table(metrics))
         print(f"run folder: {metrics['run_dir']}")
-        value = metrics.get(resolved.run.objective)  # what a sweeper (Optuna) maximises; the basic one ignores it
-        return None if value is None else float(value)
+        return objective_of(metrics, resolved.run.objective)
 
     search = []
     if tuned(overrides) and not any(a.startswith("hydra.sweeper.direction=") for a in overrides):

@@ -138,20 +138,21 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
         return run_unlearning_job(cfg, scenario, method, requests, folder, log)
     from clpet.tracking import Tracker
 
-    saved = folder.load_checkpoint() if run_cfg.resume and run_cfg.logger else None
+    saved = folder.load_checkpoint() if run_cfg.resume else None  # read once: trackers and the stream resume from it
     tracker = Tracker(run_cfg.logger, str(folder_path), cfg.raw, resumed=saved is not None,
                       step=(saved or {}).get("tracker_step", 0), experience=(saved or {}).get("next_experience", 0))
     ctx.tracker = tracker if tracker.active else None
     try:
-        return run_stream(cfg, scenario, method, folder, folder_path, device, log, tracker)
+        return run_stream(cfg, scenario, method, folder, folder_path, device, log, tracker, saved)
     finally:
         tracker.close()
         ctx.tracker = None
 
 
 def run_stream(cfg: Resolved, scenario: Scenario, method: Method, folder, folder_path: Path, device, log,
-               tracker) -> Dict[str, Any]:
-    """The experience loop of ``run``: learn, evaluate, write metrics and checkpoint after each experience."""
+               tracker, state: Optional[dict]) -> Dict[str, Any]:
+    """The experience loop of ``run``: learn, evaluate, write metrics and checkpoint after each experience;
+    ``state`` is the checkpoint a resumed run continues from (None: a fresh start)."""
     from clpet.results import rng_state, set_rng_state
 
     run_cfg, ctx = cfg.run, method.ctx
@@ -172,7 +173,7 @@ def run_stream(cfg: Resolved, scenario: Scenario, method: Method, folder, folder
     def evaluate(j: int) -> float:
         return evaluator.score(method, scenario[j], task_id(j))
 
-    if run_cfg.resume and (state := folder.load_checkpoint()) is not None:
+    if state is not None:
         if state["scenario_fingerprint"] != scenario.fingerprint():
             raise ConfigError(f"resume: the scenario stream differs from the one in {folder_path} (data changed?)")
         try:
