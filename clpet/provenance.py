@@ -12,7 +12,6 @@ order, split files, weight checksums -- collected from clpet's own objects, with
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import subprocess
@@ -66,14 +65,6 @@ def library_versions() -> Dict[str, Optional[str]]:
     return out
 
 
-def sha256(path: str, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def weight_files(path: Optional[str]) -> List[str]:
     """The weight files of a weights file or model folder (its top level: config and tokenizer files excluded)."""
     if not path or not os.path.exists(path):
@@ -85,7 +76,9 @@ def weight_files(path: Optional[str]) -> List[str]:
 
 
 def file_checksums(paths: List[str]) -> Dict[str, Optional[str]]:
-    return {os.path.abspath(p): (sha256(p) if os.path.isfile(p) else None) for p in paths}
+    from clpet.scenarios._checksums import file_digest
+
+    return {os.path.abspath(p): (file_digest(p) if os.path.isfile(p) else None) for p in paths}
 
 
 def machine() -> Dict[str, Any]:
