@@ -6,7 +6,11 @@ The grid file names ``scenarios`` (each with its overrides), ``variants`` (a lab
 e.g. ``method=lae method.pet=lora``, optionally ``skip`` scenarios where the variant cannot run), ``seeds`` and
 optionally ``reading``, the hand-written interpretation printed under the table.
 Every run goes to ``experiments/runs/<grid>/<scenario>/<variant>/seed<k>`` (git-ignored); a finished run is
-skipped and a killed one resumes, so the script can be stopped and restarted at will. Runs go seed by seed (every
+skipped and a killed one resumes, so the script can be stopped and restarted at will. A finished run's record
+(``metrics.json``, ``config.yaml``, ``provenance.json``, ``code_commit.txt``) is copied to
+``experiments/results/records/<grid>/...`` (committed), so a grid run over several sessions or machines keeps
+what finished: a run with a record counts as finished (delete the record to run it again), and the table is made
+from the records. Runs go seed by seed (every
 variant gets seed 0 before any gets seed 1), so a grid stopped part-way still has a complete first seed.
 The table (mean ± std over seeds of A_last, A_avg, forgetting, plasticity -- on task-incremental language streams
 average and whole accuracy, BWT, FWT, forgetting, plasticity and peak memory --, trainable parameters, wall time, plus
@@ -34,9 +38,41 @@ from clpet.provenance import code_commit, cpu_name  # noqa: E402
 from clpet.results import run_finished  # noqa: E402
 
 
-def finished(out_dir: Path) -> bool:
-    f = out_dir / "metrics.json"
+RECORD_FILES = ("metrics.json", "config.yaml", "provenance.json", "code_commit.txt")
+
+
+def record_dir(out_dir: Path) -> Path:
+    """Where a run's record is kept in the repository: its path under experiments/runs, under results/records."""
+    return ROOT / "experiments" / "results" / "records" / out_dir.relative_to(ROOT / "experiments" / "runs")
+
+
+def _finished_in(folder: Path) -> bool:
+    f = folder / "metrics.json"
     return f.exists() and run_finished(json.loads(f.read_text()))
+
+
+def finished_folder(out_dir: Path):
+    """The record folder of a finished run (copied there when missing), else None."""
+    record = record_dir(out_dir)
+    if _finished_in(record):
+        return record
+    if not _finished_in(out_dir):
+        return None
+    record.mkdir(parents=True, exist_ok=True)
+    for name in RECORD_FILES:
+        if (out_dir / name).exists():
+            tmp = record / f".{name}.tmp"
+            tmp.write_bytes((out_dir / name).read_bytes())
+            os.replace(tmp, record / name)
+    return record
+
+
+def finished(out_dir: Path) -> bool:
+    return finished_folder(out_dir) is not None
+
+
+def metrics_of(out_dir: Path) -> dict:
+    return json.loads((finished_folder(out_dir) / "metrics.json").read_text())
 
 
 def run_one(overrides: list, out_dir: Path) -> None:
@@ -52,7 +88,7 @@ def run_one(overrides: list, out_dir: Path) -> None:
 
 
 def run_commits(run: Path) -> set:
-    f = run / "code_commit.txt"
+    f = (finished_folder(run) or run) / "code_commit.txt"
     return set(f.read_text().split()) if f.exists() else {"unrecorded"}
 
 
@@ -110,7 +146,7 @@ def table(grid: dict, base: Path) -> str:
             for seed in grid["seeds"]:
                 run = run_dir(base, sc, var, seed)
                 if finished(run):
-                    ms.append(json.loads((run / "metrics.json").read_text()))
+                    ms.append(metrics_of(run))
             if not ms:
                 continue
             row = {"variant": var["label"], "n": len(ms)}
