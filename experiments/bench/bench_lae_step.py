@@ -55,8 +55,8 @@ def toolkit_steps(method, samples, steps: int) -> float:
     return time.perf_counter() - tic
 
 
-def bare_steps(method, samples, steps: int) -> float:
-    """The same arithmetic without the toolkit: tokenise, forward, CE, backward, Adam, EMA by _foreach_lerp_."""
+def bare_lae_setup(method):
+    """The online PET set trainable, a plain Adam over what trains, and the online/offline tensors for the EMA."""
     bb, head, pets = method.backbone, method.head, method.pets
     pets.set_active("online")
     pets.unfreeze("online")
@@ -64,6 +64,12 @@ def bare_steps(method, samples, steps: int) -> float:
     opt = torch.optim.Adam(params, lr=method.cfg.optim.lr)
     online = list(pets.state_dict("online").values())
     offline = list(pets.state_dict("offline").values())
+    return bb, head, pets, opt, online, offline
+
+
+def bare_steps(method, samples, steps: int) -> float:
+    """The same arithmetic without the toolkit: tokenise, forward, CE, backward, Adam, EMA by _foreach_lerp_."""
+    bb, head, pets, opt, online, offline = bare_lae_setup(method)
     tok = bb.preprocess_fn(train=True)
     bs = method.cfg.optim.batch_size
     gen = torch.Generator().manual_seed(0)
