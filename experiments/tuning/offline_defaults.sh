@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Choosing the offline schedules of ADAM and LAE on validation data (issue "Reproduce the papers by default",
+# item 2). On the offline WordNet stream (MiniLM-L6, 5 experiences of 9 classes) ADAM with APER's schedule equals
+# SimpleCIL to the digit and LAE trails it (experiments/results/offline_cil.md). Here Hydra's Optuna sweeper (TPE,
+# sampler seed 0) searches each method's schedule with 20% of every class's training samples held out
+# (scenario.val_fraction=0.2, objective: validation A_last); the test split is never read. Then the best trial's
+# values run on the test split (val_fraction 0) with seeds 0-2, beside the current defaults.
+#
+#   bash experiments/tuning/offline_defaults.sh [search|test|all]     (about 45 minutes on 2 CPU cores)
+#
+# Sweeps go to runs/tuning/<method>_wordnet/ (optimization_results.yaml holds the best values); the test runs to
+# experiments/runs/tuning/<label>/seed<k>. `experiments/tuning/summarise.py` writes
+# experiments/results/offline_tuning.md from both.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+CLPET="${CLPET:-.venv/bin/clpet}"
+WHICH="${1:-all}"
+QUIET=(plots=false checkpoint=false progress=false)
+
+search() {  # method, trials, search-space overrides...
+  local method="$1" trials="$2"; shift 2
+  $CLPET run -m scenario=wordnet "method=$method" scenario.val_fraction=0.2 hydra/sweeper=optuna \
+    "hydra.sweeper.n_trials=$trials" hydra.sweeper.sampler.seed=0 "hydra.sweep.dir=runs/tuning/${method}_wordnet" \
+    "${QUIET[@]}" "$@"
+}
+
+if [[ "$WHICH" == search || "$WHICH" == all ]]; then
+  # ADAM: the first-experience adaptation (APER: SGD lr 0.01, 20 epochs, batch 48); the lr sets how far it moves
+  search adam 10 method.pet=adapter 'method.optim.lr=tag(log, interval(0.01, 0.5))' \
+    'method.optim.epochs=choice(20, 40)'
+  # LAE: lr and epochs per experience (the calibration epoch stays 1)
+  search lae 10 method.pet=adapter 'method.optim.lr=tag(log, interval(0.0003, 0.03))' \
+    'method.optim.epochs=choice(2, 4)'
+fi
+
+best() {  # method -> the best trial's overrides, one per line
+  .venv/bin/python - "$1" <<'EOF'
+import sys, yaml
+doc = yaml.safe_load(open(f"runs/tuning/{sys.argv[1]}_wordnet/optimization_results.yaml"))
+print("\n".join(f"{k}={v}" for k, v in doc["best_params"].items()))
+EOF
+}
+
+if [[ "$WHICH" == test || "$WHICH" == all ]]; then
+  mapfile -t ADAM_BEST < <(best adam)
+  mapfile -t LAE_BEST < <(best lae)
+  for seed in 0 1 2; do
+    $CLPET run scenario=wordnet method=adam method.pet=adapter "${ADAM_BEST[@]}" "seed=$seed" "${QUIET[@]}" \
+      "out_dir=experiments/runs/tuning/adam-validated/seed$seed"
+    $CLPET run scenario=wordnet method=lae method.pet=adapter "${LAE_BEST[@]}" "seed=$seed" "${QUIET[@]}" \
+      "out_dir=experiments/runs/tuning/lae-validated/seed$seed"
+  done
+fi
