@@ -183,7 +183,8 @@ def lae_method(ns: argparse.Namespace, precision: str):
     from clpet.registry import BACKBONES, METHODS, SCENARIOS
 
     cfg = resolved(ns, "lae", precision, os.path.join(ns.workdir, "unused"),
-                   ["scenario.split=aper", "method.pet=adapter", "method.optim.epochs=1", f"method.optim.batch_size={ns.lae_batch}"])
+                   ["scenario.split=aper", "method.pet=adapter", "method.optim.epochs=1",
+                    f"method.optim.batch_size={ns.lae_batch}"])
     scenario = SCENARIOS.get("imagenet-r").build(cfg.scenario, seed=0, data_root=ns.tree)
     bb = BACKBONES.get(cfg.backbone.name).from_config(cfg.backbone)
     method = METHODS.get("lae")(cfg.method)
