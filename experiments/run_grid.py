@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's clpet (a grid worktree runs its own code)
 
 from clpet.provenance import code_commit, cpu_name  # noqa: E402
-from clpet.results import run_finished  # noqa: E402
+from clpet.results import atomic_write_bytes, run_finished  # noqa: E402
 
 
 RECORD_FILES = ("metrics.json", "config.yaml", "provenance.json", "code_commit.txt")
@@ -61,18 +61,12 @@ def finished_folder(out_dir: Path):
     record.mkdir(parents=True, exist_ok=True)
     for name in RECORD_FILES:
         if (out_dir / name).exists():
-            tmp = record / f".{name}.tmp"
-            tmp.write_bytes((out_dir / name).read_bytes())
-            os.replace(tmp, record / name)
+            atomic_write_bytes(record / name, (out_dir / name).read_bytes())
     return record
 
 
 def finished(out_dir: Path) -> bool:
     return finished_folder(out_dir) is not None
-
-
-def metrics_of(out_dir: Path) -> dict:
-    return json.loads((finished_folder(out_dir) / "metrics.json").read_text())
 
 
 def run_one(overrides: list, out_dir: Path) -> None:
@@ -145,8 +139,9 @@ def table(grid: dict, base: Path) -> str:
             ms = []
             for seed in grid["seeds"]:
                 run = run_dir(base, sc, var, seed)
-                if finished(run):
-                    ms.append(metrics_of(run))
+                folder = finished_folder(run)
+                if folder is not None:
+                    ms.append(json.loads((folder / "metrics.json").read_text()))
             if not ms:
                 continue
             row = {"variant": var["label"], "n": len(ms)}

@@ -218,8 +218,8 @@ def clpet_lae(method, samples, ns: argparse.Namespace) -> float:
 
 
 class _Preprocessed(torch.utils.data.Dataset):
-    def __init__(self, samples: Any, preprocess: Any) -> None:
-        self.samples, self.preprocess = samples, preprocess
+    def __init__(self, samples: Any) -> None:
+        self.samples = samples
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -238,7 +238,7 @@ class _Collate:
 
 def bare_lae(method, samples, ns: argparse.Namespace, precision: str) -> float:
     bb, head, pets, opt, online, offline = bare_lae_setup(method)
-    loader = torch.utils.data.DataLoader(_Preprocessed(samples, None), batch_size=ns.lae_batch, shuffle=True,
+    loader = torch.utils.data.DataLoader(_Preprocessed(samples), batch_size=ns.lae_batch, shuffle=True,
                                          num_workers=ns.workers, collate_fn=_Collate(bb.preprocess_fn(train=True)),
                                          pin_memory=ns.dev.type == "cuda", drop_last=True)
     method.train()

@@ -9,8 +9,8 @@
 #   bash experiments/tuning/offline_defaults.sh [search|test|all]     (about 45 minutes on 2 CPU cores)
 #
 # Sweeps go to runs/tuning/<method>_wordnet/ (optimization_results.yaml holds the best values); the test runs to
-# experiments/runs/tuning/<label>/seed<k>. `experiments/tuning/summarise.py` writes
-# experiments/results/offline_tuning.md from both.
+# experiments/runs/tuning/<label>/seed<k>. A summariser writing experiments/results/offline_tuning.md from both
+# (experiments/tuning/summarise.py) is still to be written.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CLPET="${CLPET:-.venv/bin/clpet}"
