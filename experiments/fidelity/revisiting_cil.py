@@ -96,14 +96,15 @@ def build_tree(out: str, classes: int, train_per_class: int, test_per_class: int
 def make_weights(path: str, seed: int) -> None:
     import timm
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from clpet.results import atomic_write_bytes
 
     if os.path.exists(path):
         return
     torch.manual_seed(seed)
     model = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path + ".tmp")
-    os.replace(path + ".tmp", path)
+    atomic_write_bytes(path, save({k: v.contiguous() for k, v in model.state_dict().items()}))
 
 
 def task_ranges(n_classes: int, increment: int) -> List[range]:
@@ -270,9 +271,9 @@ def main() -> None:
               f"{os.cpu_count()} cores, python {platform.python_version()}", "date": time.strftime("%Y-%m-%d"),
               "settings": {k: getattr(a, k) for k in ("classes", "increment", "train_per_class", "test_per_class",
                                                      "epochs", "weights_seed")}, "runs": runs}
-    with open(a.out + ".tmp", "w") as f:
-        json.dump(record, f, indent=1)
-    os.replace(a.out + ".tmp", a.out)
+    from clpet.results import atomic_write_text
+
+    atomic_write_text(a.out, json.dumps(record, indent=1))
     print_table(record)
 
 
