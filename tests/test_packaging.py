@@ -21,6 +21,8 @@ def test_wheel_ships_configs_and_composes_from_them(tmp_path):
         assert f"clpet/conf/methods/{yaml_file}" in names
     for preset in sorted((root / "presets").glob("*/*.yaml")):
         assert f"clpet/conf/presets/{preset.parent.name}/{preset.name}" in names
+    for launcher in sorted((root / "hydra" / "launcher").glob("*.yaml")):
+        assert f"clpet/conf/hydra/launcher/{launcher.name}" in names
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     code = (
@@ -29,6 +31,7 @@ def test_wheel_ships_configs_and_composes_from_them(tmp_path):
         "cfg = c.validate(c.compose(c.rewrite_overrides(['scenario=synthetic', 'method=finetune']))); "
         "lae = c.validate(c.compose(c.rewrite_overrides(['scenario=imagenet-r', 'method=lae']))); "
         "assert lae.run.preset == 'lae/imagenet-r', lae.run.preset; "
+        "c.compose(c.rewrite_overrides(['scenario=synthetic', 'method=finetune', 'hydra/launcher=slurm'])); "
         "print(cfg.method.name)" % str(site)
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(site), "PATH": ""},
