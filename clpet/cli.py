@@ -1,4 +1,4 @@
-"""``clpet run | list | compare | plot``.
+"""``clpet run | list | compare | plot | report | unlearn``.
 
 ``clpet run`` takes Hydra override syntax (``scenario=wordnet method=simplecil seed=1 method.optim.lr=0.01``)
 and ``-m`` for multirun sweeps through Hydra's launchers. Every name and key is checked before any work starts;
@@ -17,6 +17,7 @@ USAGE = """usage: clpet run [-m] [key=value ...]     run a continual-learning ex
        clpet compare RUN_DIR... [--csv F] [--plot DIR] [--reference]   one table across runs (mean ± std
                                           over seeds); --reference: the paper's numbers beside them
        clpet plot RUN_DIR                 (re)draw a run's figures
+       clpet report RUN_DIR... [--out F]  one self-contained HTML page: tables, curves, heatmaps, provenance
        clpet unlearn RUN_DIR ids=FILE     serve deletion requests (one per line) on an s3t / sisa / retrain run"""
 
 
@@ -274,6 +275,22 @@ def cmd_plot(args: List[str]) -> int:
     return 0
 
 
+def cmd_report(args: List[str]) -> int:
+    """``clpet report RUN_DIR... [--out report.html]``: the HTML page of ``clpet.report``."""
+    from clpet.report import write_report
+
+    parser = argparse.ArgumentParser(prog="clpet report")
+    parser.add_argument("run_dirs", nargs="+")
+    parser.add_argument("--out", default="report.html", help="where to write the page (default report.html)")
+    ns = parser.parse_args(args)
+    try:
+        path = write_report(ns.run_dirs, ns.out)
+    except (FileNotFoundError, ValueError) as exc:
+        return _fail(str(exc).strip().splitlines()[0])
+    print(f"report written to {path}")
+    return 0
+
+
 def cmd_unlearn(args: List[str]) -> int:
     """``clpet unlearn RUN_DIR ids=FILE``: serve more deletion requests on an unlearning run (s3t, sisa, retrain)."""
     from clpet.config import ConfigError
@@ -292,7 +309,8 @@ def cmd_unlearn(args: List[str]) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "compare": cmd_compare, "plot": cmd_plot, "unlearn": cmd_unlearn}
+COMMANDS = {"run": cmd_run, "list": cmd_list, "compare": cmd_compare, "plot": cmd_plot, "report": cmd_report,
+            "unlearn": cmd_unlearn}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

