@@ -74,10 +74,17 @@ def _execute(cfg, announce) -> int:
     from clpet.config import ConfigError
     from clpet.runner import run, summary_table
 
+    from clpet.distributed import is_main, launched, shutdown
+
     try:
         metrics = run(cfg, announce=announce)
     except (ConfigError, FileNotFoundError) as exc:
         return _fail(str(exc).strip().splitlines()[0])
+    main_rank = is_main()
+    if launched():
+        shutdown()
+    if not main_rank:  # under torchrun rank 0 prints the summary
+        return 0
     print()
     print(summary_table(metrics))
     print(f"\nrun folder: {metrics['run_dir']}")

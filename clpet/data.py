@@ -51,14 +51,19 @@ def make_loader(
     pin_memory: bool = False,
     drop_last: bool = False,
     batches: Optional[Sequence[Sequence[int]]] = None,
+    own_rng: bool = False,
 ) -> DataLoader:
     """A loader yielding ``(batch, targets, ids)``. Shuffling draws from its own generator seeded with
     ``seed``, so the sample order does not depend on what else consumed the global RNG. ``batches`` (lists of
-    sample indices, e.g. a replay sampler's) fixes the batches instead of ``batch_size``/``shuffle``."""
+    sample indices, e.g. a replay sampler's) fixes the batches instead of ``batch_size``/``shuffle``; with
+    ``own_rng`` such a loader draws its workers' base seed from a generator seeded with ``seed``, as a shuffled
+    loader does, instead of the global RNG (a rank's part of a shuffled epoch leaves the global RNG where a single
+    process leaves it)."""
     if batches is not None:
         return DataLoader(_Indexed(samples), batch_sampler=[list(map(int, b)) for b in batches],
                           num_workers=num_workers, collate_fn=_Collate(preprocess), pin_memory=pin_memory,
-                          persistent_workers=False)
+                          persistent_workers=False,
+                          generator=torch.Generator().manual_seed(int(seed)) if own_rng else None)
     generator = torch.Generator().manual_seed(int(seed)) if shuffle else None
     return DataLoader(
         _Indexed(samples),

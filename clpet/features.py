@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
 from clpet.backbones.base import batch_to
-from clpet.data import length_order, make_loader
+from clpet.data import length_order
+from clpet.distributed import is_main, map_loader
 from clpet.scenarios.base import SampleSet
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -71,7 +70,7 @@ class FeatureCache:
     def __init__(self, directory: Optional[str] = None) -> None:
         self.directory = directory
         self._stores: Dict[str, _Store] = {}
-        self.computed = 0  # samples passed through a backbone by this cache (for tests and benchmarks)
+        self.computed = 0  # samples this process passed through a backbone (for tests and benchmarks)
 
     def _file(self, key: str) -> str:
         digest = hashlib.sha1(key.encode()).hexdigest()[:20]
@@ -111,20 +110,21 @@ class FeatureCache:
         if len(missing):
             todo = samples.subset(missing)
             todo = todo.subset(length_order(todo))  # texts: similar lengths share a batch, far less padding
-            loader = make_loader(
-                todo, backbone.preprocess_fn(train=False), ctx.eval_batch_size,
-                num_workers=ctx.num_workers, pin_memory=ctx.pin_memory,
-            )
             was_training = backbone.training
             backbone.eval()
-            out = []
-            for batch, _, _ in tqdm(loader, desc=desc, disable=not ctx.progress, leave=False):
+
+            def batch_features(batch: Any) -> torch.Tensor:
                 with ctx.autocast():
-                    out.append(forward(batch_to(batch, ctx.device)).float().cpu())
+                    rows = forward(batch_to(batch, ctx.device)).float().cpu()
+                self.computed += rows.shape[0]  # passed through the backbone by this process
+                return rows
+
+            # under torch.distributed each rank computes its share of the batches: once per sample across ranks
+            out = map_loader(todo, backbone.preprocess_fn(train=False), ctx.eval_batch_size, batch_features,
+                             num_workers=ctx.num_workers, pin_memory=ctx.pin_memory, progress=ctx.progress, desc=desc)
             backbone.train(was_training)
             store.add(content_keys(todo), torch.cat(out))
-            self.computed += len(todo)
-            if persist:
+            if persist and is_main():  # one writer of the shared feature file
                 from clpet.results import atomic_torch_save
 
                 os.makedirs(self.directory, exist_ok=True)

@@ -256,3 +256,30 @@ class RunFolder:
         if not self.checkpoint_path.is_file():
             return None
         return load_checkpoint(self.checkpoint_path)
+
+
+class ReadOnlyRunFolder(RunFolder):
+    """The run folder as a rank other than 0 of a ``torch.distributed`` run sees it: it reads (the checkpoint to
+    resume from, the saved config) and never writes, so rank 0 is the folder's one writer."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.path / PLOTS_DIR
+
+    def write_config(self, cfg: Any) -> Path:
+        return self.config_path
+
+    def write_metrics(self, metrics: Mapping[str, Any]) -> Path:
+        return self.metrics_path
+
+    def write_acc_matrix(self, R: Any) -> Path:
+        return self.acc_matrix_path
+
+    def log(self, line: str) -> None:
+        pass
+
+    def save_checkpoint(self, state: Mapping[str, Any]) -> Path:
+        return self.checkpoint_path

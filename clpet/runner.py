@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import yaml
 
+from clpet import distributed
 from clpet.config import ConfigError, Resolved, one_line
 from clpet.context import RunContext, resolve_device, resolve_precision
 from clpet.evaluation import score_modes
@@ -64,6 +65,9 @@ def build_method(cfg: Resolved, scenario: Scenario, device: Optional[torch.devic
         backbone.enable_image_cache(run_cfg.image_cache_mb)
         method_cls = METHODS.get(cfg.method.name)
         check_pair(cfg.method.name, method_cls.protocols, scenario.name, scenario.protocol)
+        if distributed.launched() and not method_cls.for_protocol(scenario.protocol).data_parallel:
+            raise ValueError(f"method '{cfg.method.name}' does not run data-parallel (it keeps per-batch state of its "
+                             f"own); run it as one process, without torchrun")
         method = method_cls.for_protocol(scenario.protocol)(cfg.method)
         ctx = RunContext(
             device=device, seed=run_cfg.seed, num_workers=run_cfg.num_workers, eval_batch_size=run_cfg.eval_batch_size,
@@ -106,11 +110,12 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
 
     Data, backbone and method are built (and so checked) first; ``announce`` is called once they are, before
     any training (the CLI prints the resolved config there)."""
-    from clpet.results import RunFolder
+    from clpet.results import ReadOnlyRunFolder, RunFolder
 
     run_cfg = cfg.run
-    folder_path = prepare_folder(cfg)
-    device = resolve_device(run_cfg.device)
+    device = distributed.init_from_env(resolve_device(run_cfg.device))  # one process: the device as resolved
+    folder_path = distributed.broadcast(prepare_folder(cfg))  # under torchrun: rank 0's (a default name is timed)
+    distributed.barrier()  # every rank has checked the folder before rank 0 writes to it
     seed_everything(run_cfg.seed)
 
     try:  # everything that can reject the config or miss a file, before any work
@@ -120,26 +125,29 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
     method = build_method(cfg, scenario, device)
     requests = deletion_requests(run_cfg.deletions, scenario, method)
     ctx = method.ctx
-    if announce is not None:
+    if announce is not None and distributed.is_main():
         announce()
 
-    folder = RunFolder(str(folder_path))
+    main_rank = distributed.is_main()  # under torchrun only rank 0 writes and prints
+    folder = RunFolder(str(folder_path)) if main_rank else ReadOnlyRunFolder(str(folder_path))
 
     def log(line: str) -> None:
-        print(line, flush=True)
+        if main_rank:
+            print(line, flush=True)
         folder.log(line)
 
     ctx.log = log
     from clpet.provenance import append_record, record
 
-    append_record(folder, record(cfg, scenario, method, device))
+    if main_rank:
+        append_record(folder, record(cfg, scenario, method, device))
 
     if getattr(method, "unlearning", False):
         return run_unlearning_job(cfg, scenario, method, requests, folder, log)
     from clpet.tracking import Tracker
 
     saved = folder.load_checkpoint() if run_cfg.resume else None  # read once: trackers and the stream resume from it
-    tracker = Tracker(run_cfg.logger, str(folder_path), cfg.raw, resumed=saved is not None,
+    tracker = Tracker(run_cfg.logger if main_rank else [], str(folder_path), cfg.raw, resumed=saved is not None,
                       step=(saved or {}).get("tracker_step", 0), experience=(saved or {}).get("next_experience", 0))
     ctx.tracker = tracker if tracker.active else None
     try:
@@ -239,7 +247,8 @@ def run_stream(cfg: Resolved, scenario: Scenario, method: Method, folder, folder
             })
     if not metrics:  # resumed a finished run: the metrics it wrote are final
         metrics = folder.load_metrics()
-    if run_cfg.plots:
+    distributed.barrier()  # rank 0 has written the last metrics before any rank returns
+    if run_cfg.plots and distributed.is_main():
         from clpet.plots import plot_run
 
         plot_run(str(folder_path))

@@ -6,7 +6,8 @@ Methods describe *what* to optimise through hooks (``loss_terms``, ``before_epoc
 epoch for the log. One optimizer step per ``grad_accum_steps`` micro-batches (the loss divided by that number,
 the last incomplete group of an epoch stepped too); ``max_grad_norm`` clips the accumulated gradients after
 ``before_update``; with ``precision=fp16`` the loss is scaled (``torch.amp.GradScaler``) and the gradients are
-unscaled before ``before_update`` and clipping, so gradient rules see true gradients.
+unscaled before ``before_update`` and clipping, so gradient rules see true gradients. Under ``torch.distributed`` each rank trains
+on its part of every global batch and the gradients are averaged before each step (``clpet.distributed``).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 import torch
 from tqdm import tqdm
 
+from clpet import distributed
 from clpet.backbones.base import batch_to
 from clpet.data import make_loader
 from clpet.scenarios.base import SampleSet
@@ -188,12 +190,20 @@ def train_loop(
     for epoch in range(cfg.epochs):
         set_epoch_lr(optimizer, cfg, epoch)
         method.before_epoch(epoch)
-        loader = make_loader(
-            samples, preprocess, cfg.batch_size, shuffle=True, seed=seed * 1_000_003 + epoch,
-            num_workers=ctx.num_workers, pin_memory=ctx.pin_memory,
-            drop_last=cfg.drop_last and len(samples) >= cfg.batch_size,
-            batches=None if batches is None else batches(epoch),
-        )
+        epoch_seed, drop_last = seed * 1_000_003 + epoch, cfg.drop_last and len(samples) >= cfg.batch_size
+        weights = None
+        if distributed.active():  # this rank's part of each global batch (clpet.distributed)
+            global_batches = (batches(epoch) if batches is not None else
+                              distributed.global_shuffled_batches(len(samples), cfg.batch_size, epoch_seed, drop_last))
+            local, weights = zip(*map(distributed.shard_batch, global_batches)) if global_batches else ((), ())
+            loader = make_loader(samples, preprocess, cfg.batch_size, seed=epoch_seed, num_workers=ctx.num_workers,
+                                 pin_memory=ctx.pin_memory, batches=list(local), own_rng=batches is None)
+        else:
+            loader = make_loader(
+                samples, preprocess, cfg.batch_size, shuffle=True, seed=epoch_seed,
+                num_workers=ctx.num_workers, pin_memory=ctx.pin_memory, drop_last=drop_last,
+                batches=None if batches is None else batches(epoch),
+            )
         sums: Dict[str, float] = {}
         n_batches = 0
         bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", disable=not ctx.progress, leave=False)
@@ -207,6 +217,8 @@ def train_loop(
                 terms = method.loss_terms(batch, targets)
             loss = sum(terms.values())
             micro = loss / accum if accum > 1 else loss
+            if weights is not None:  # this rank's share of the global batch's mean loss
+                micro = micro * weights[i]
             (scaler.scale(micro) if scaler is not None else micro).backward()
             method.after_backward()
             if (i + 1) % accum == 0 or i + 1 == n_total:
@@ -229,6 +241,7 @@ def update(optimizer: torch.optim.Optimizer, method: "Method", cfg: OptimConfig,
     (``max_grad_norm``), step, ``method.after_step()`` (the gradients are zeroed when the next step begins, so
     ``after_step`` still reads them). Gradient rules act before clipping, so the clipped norm is the norm of the
     update applied (MIGU's reference masks before DeepSpeed clips inside its step)."""
+    distributed.average_gradients(p for g in optimizer.param_groups for p in g["params"])  # one process: no-op
     if scaler is not None:
         scaler.unscale_(optimizer)
     method.before_update()

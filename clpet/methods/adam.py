@@ -76,6 +76,8 @@ def adam_pet_config(cfg: ADAMConfig, family: str) -> Any:
 class ADAM(Method):
     """ADAM/APER: adapt a PET copy on the first experience, then prototypes on [pretrained, adapted] features."""
 
+    data_parallel = True
+
     Config = ADAMConfig
     #: APER's ablation (Sec. 5.3): the prototype classifier on each half of the feature alone
     prediction_modes = ("pretrained", "adapted")

@@ -23,11 +23,11 @@ from typing import Any, Dict, Iterable, Iterator, Optional, Tuple, Type
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from clpet.backbones.base import Backbone, batch_to
 from clpet.context import RunContext
-from clpet.data import length_order, make_loader
+from clpet.data import length_order
+from clpet.distributed import map_loader
 from clpet.pet.keys import is_pet_key
 from clpet.protocols import CLASS_PROTOCOLS, Protocol
 from clpet.scenarios.base import Experience, SampleSet, Scenario, SeenView
@@ -66,6 +66,10 @@ class Method(nn.Module):
     #: named prediction modes besides the default one (e.g. LAE's single experts); after the last experience the
     #: runner scores each on every test set and records ``<method>_<mode>_acc``
     prediction_modes: Tuple[str, ...] = ()
+    #: whether the method runs data-parallel under ``torch.distributed`` (``clpet.distributed``): it trains through
+    #: the shared loop with a per-batch mean loss and keeps no per-batch state of its own (no replay buffer, no
+    #: sample-id cache), so the ranks' parameters stay identical; other methods are refused under torchrun
+    data_parallel: bool = False
 
     def __init__(self, cfg: Any) -> None:
         super().__init__()
@@ -134,15 +138,15 @@ class Method(nn.Module):
         ``task_id`` is given only where the protocol gives the task id at evaluation, else None. Class-incremental
         methods ignore both."""
         order = length_order(samples)
-        loader = make_loader(
-            samples.subset(order), self.backbone.preprocess_fn(train=False), self.ctx.eval_batch_size,
-            num_workers=self.ctx.num_workers, pin_memory=self.ctx.pin_memory,
-        )
-        preds = []
-        with eval_mode(self):
-            for batch, _, _ in tqdm(loader, desc="eval", disable=not self.ctx.progress, leave=False):
-                with self.ctx.autocast():
-                    preds.append(self.predict(batch_to(batch, self.ctx.device)).argmax(dim=1).cpu())
+
+        def batch_predictions(batch: Any) -> torch.Tensor:
+            with self.ctx.autocast():
+                return self.predict(batch_to(batch, self.ctx.device)).argmax(dim=1).cpu()
+
+        with eval_mode(self):  # under torch.distributed each rank predicts its share of the batches
+            preds = map_loader(samples.subset(order), self.backbone.preprocess_fn(train=False),
+                               self.ctx.eval_batch_size, batch_predictions, num_workers=self.ctx.num_workers,
+                               pin_memory=self.ctx.pin_memory, progress=self.ctx.progress, desc="eval")
         out = np.zeros(len(samples), dtype=np.int64)
         if preds:
             out[order] = torch.cat(preds).numpy()

@@ -49,6 +49,8 @@ class FinetuneConfig(MethodConfig):
 class Finetune(HeadClassifier, Method):
     """Sequential fine-tuning of backbone + growing head (the lower bound: forgets)."""
 
+    data_parallel = True
+
     Config = FinetuneConfig
 
     def __init__(self, cfg: Any) -> None:

@@ -92,6 +92,8 @@ def max_softmax_ensemble(logits: List[torch.Tensor]) -> torch.Tensor:
 class LAE(Method):
     """LAE: online/offline PET experts (EMA after every step), current-task loss, max-softmax ensemble."""
 
+    data_parallel = True
+
     Config = LAEConfig
     #: each expert alone (LAE's ablation); the default prediction is the ensemble
     prediction_modes = (ONLINE, OFFLINE)

@@ -17,6 +17,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 import torch
 
+from clpet.distributed import map_batches
 from clpet.methods.base import Method, MethodConfig, eval_mode
 from clpet.pet.peft_sets import PeftSets
 from clpet.protocols import Protocol
@@ -117,22 +118,23 @@ class LMMethod(Method):
     def candidate_logprobs(self, samples: SampleSet, experience: Experience, task_id: Optional[int]) -> np.ndarray:
         """(N, labels): each label word's summed log-probability after each prompt (rank classification)."""
         words = experience.task.label_words
-        out = []
-        with self.scoring(experience, task_id):
-            for chunk in self._chunks(samples):
-                with self.ctx.autocast():
-                    out.append(self.backbone.answer_logprobs([p for p, _ in chunk], words).numpy())
+        def chunk_logprobs(chunk: List[Any]) -> np.ndarray:
+            with self.ctx.autocast():
+                return self.backbone.answer_logprobs([p for p, _ in chunk], words).numpy()
+
+        with self.scoring(experience, task_id):  # under torch.distributed each rank scores its share of the chunks
+            out = map_batches(list(self._chunks(samples)), chunk_logprobs)
         return np.concatenate(out) if out else np.zeros((0, len(words)))
 
     @torch.inference_mode()
     def generate_set(self, samples: SampleSet, experience: Experience, task_id: Optional[int]) -> List[str]:
         """Greedy answers for every prompt of ``samples``."""
-        out: List[str] = []
-        with self.scoring(experience, task_id):
-            for chunk in self._chunks(samples):
-                with self.ctx.autocast():
-                    out += self.backbone.generate([p for p, _ in chunk])
-        return out
+        def chunk_answers(chunk: List[Any]) -> List[str]:
+            with self.ctx.autocast():
+                return self.backbone.generate([p for p, _ in chunk])
+
+        with self.scoring(experience, task_id):  # under torch.distributed each rank answers its share of the chunks
+            return [a for answers in map_batches(list(self._chunks(samples)), chunk_answers) for a in answers]
 
     @torch.inference_mode()
     def predict_set(self, samples: SampleSet, experience: Optional[Experience] = None,

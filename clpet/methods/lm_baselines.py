@@ -30,6 +30,8 @@ class ZeroShotConfig(LMConfig):
 class ZeroShot(LMMethod):
     """The pretrained language model, never trained (each task scored as it comes)."""
 
+    data_parallel = True
+
     Config = ZeroShotConfig
 
     def learn(self, experience: Experience) -> None:
@@ -50,6 +52,8 @@ class SeqFTConfig(LMConfig):
 class SeqFT(LMMethod):
     """Sequential full fine-tuning of the language model (every weight trains; checkpoints carry them all)."""
 
+    data_parallel = True
+
     Config = SeqFTConfig
     trains_backbone = True
 
@@ -66,6 +70,8 @@ class SeqLoRAConfig(LMConfig):
 @METHODS.register("seq-lora")
 class SeqLoRA(LMMethod):
     """One LoRA (PEFT) trained through the whole stream."""
+
+    data_parallel = True
 
     Config = SeqLoRAConfig
 
@@ -92,6 +98,8 @@ def task_set(index: int) -> str:
 @METHODS.register("inc-lora")
 class IncLoRA(LMMethod):
     """A new LoRA per task, the earlier ones frozen; the model is the base plus the sum of every LoRA."""
+
+    data_parallel = True
 
     Config = IncLoRAConfig
 

@@ -101,6 +101,8 @@ def _term(old: torch.Tensor, new: torch.Tensor, form: str) -> torch.Tensor:
 class OLoRA(IncLoRA):
     """IncLoRA's composition (a new LoRA per task, the old ones frozen and live) with the orthogonality loss."""
 
+    data_parallel = False  # not checked under torch.distributed yet (IncLoRA's True is not inherited)
+
     Config = OLoRAConfig
 
     def __init__(self, cfg: Any) -> None:

@@ -40,6 +40,8 @@ class SimpleCILConfig(MethodConfig):
 class SimpleCIL(Method):
     """SimpleCIL: class-mean prototypes of a frozen pre-trained backbone, cosine classifier (no training)."""
 
+    data_parallel = True
+
     Config = SimpleCILConfig
 
     def __init__(self, cfg: Any) -> None:
