@@ -75,6 +75,22 @@ def test_simplecil_gives_the_single_process_matrix_exactly_and_rank_0_alone_writ
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in (tmp_path / "ranks1").iterdir())
 
 
+@pytest.mark.timeout(300)
+def test_accelerate_launch_runs_the_same_data_parallel_path(tmp_path):
+    """``accelerate launch --multi_gpu`` starts the ranks through torch's elastic launcher with the same environment;
+    on a machine without GPUs the run device is set to the CPU (gloo)."""
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes=2",
+                  "--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no", "-m", "clpet"]
+    args = ["run", "scenario=synthetic", "method=simplecil", "device=cpu", *QUIET]
+    single = clpet([*args, f"out_dir={tmp_path / 'one'}"], 1, tmp_path)
+    launched = subprocess.run([*accelerate, *args, f"out_dir={tmp_path / 'two'}"], cwd=tmp_path, env=ENV,
+                              capture_output=True, text=True, timeout=240)
+    assert single.returncode == 0 and launched.returncode == 0, launched.stderr[-3000:]
+    one, two = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
+    assert one["acc_matrix"] == two["acc_matrix"]
+    assert '"world_size": 2' in (tmp_path / "two" / "provenance.json").read_text()
+
+
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("setting", ["finetune", "seq-lora"])
 def test_trained_methods_match_one_process_within_the_stated_tolerance(tmp_path, setting):
