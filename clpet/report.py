@@ -70,7 +70,8 @@ def _run_section(run_dir: Path, metrics: Mapping[str, Any], heatmap_png: Path) -
     provenance = run_dir / "provenance.json"
     if provenance.is_file():
         text = json.dumps(json.loads(provenance.read_text(encoding="utf-8")), indent=2, sort_keys=True)
-        parts.append(f"<details class=\"provenance\"><summary>provenance</summary><pre>{html.escape(text)}</pre></details>")
+        parts.append('<details class="provenance"><summary>provenance</summary>'
+                     f"<pre>{html.escape(text)}</pre></details>")
     return "\n".join(parts)
 
 

@@ -6,8 +6,9 @@ Methods describe *what* to optimise through hooks (``loss_terms``, ``before_epoc
 epoch for the log. One optimizer step per ``grad_accum_steps`` micro-batches (the loss divided by that number,
 the last incomplete group of an epoch stepped too); ``max_grad_norm`` clips the accumulated gradients after
 ``before_update``; with ``precision=fp16`` the loss is scaled (``torch.amp.GradScaler``) and the gradients are
-unscaled before ``before_update`` and clipping, so gradient rules see true gradients. Under ``torch.distributed`` each rank trains
-on its part of every global batch and the gradients are averaged before each step (``clpet.distributed``).
+unscaled before ``before_update`` and clipping, so gradient rules see true gradients. Under ``torch.distributed``
+each rank trains on its part of every global batch and the gradients are averaged before each step
+(``clpet.distributed``).
 """
 from __future__ import annotations
 

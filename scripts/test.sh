@@ -4,7 +4,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev || exit 1
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q --durations=25 "$@"  # the slowest tests listed: the budget is ~20 minutes
 code=$?
 if [[ $code -eq 5 ]]; then
   echo "[clpet test] ERROR: pytest collected no tests" >&2

@@ -109,8 +109,8 @@ def test_trained_methods_match_one_process_within_the_stated_tolerance(tmp_path,
 @pytest.mark.timeout(600)
 def test_lae_matches_one_process_within_the_stated_tolerance(tmp_path):
     overrides = ["scenario=text-csv", f"data_root={write_text_csv(tmp_path / 'data')}", "method=lae",
-                 "backbone.name=tiny-text", "method.blocks=[0,1]", "method.optim.epochs=4", "method.num_freeze_epochs=1",
-                 "method.optim.batch_size=8"]
+                 "backbone.name=tiny-text", "method.blocks=[0,1]", "method.optim.epochs=4",
+                 "method.num_freeze_epochs=1", "method.optim.batch_size=8"]
     (one, _, _), (two, _, _) = both(tmp_path, overrides)
     assert abs(one["A_last"] - two["A_last"]) <= 15.0
     assert two["n_experiences_done"] == one["n_experiences_done"]

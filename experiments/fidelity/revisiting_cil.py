@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -186,6 +187,7 @@ def clpet_side(a: argparse.Namespace, method: str, seed: int, out_dir: str) -> D
            f"seed={seed}", f"scenario.order=seed{seed}", f"out_dir={out_dir}", "plots=false"]
     if method == "adam" and a.epochs is not None:
         cmd.append(f"method.optim.epochs={a.epochs}")
+    shutil.rmtree(out_dir, ignore_errors=True)  # a run left by an earlier invocation of the harness
     subprocess.run(cmd, check=True, cwd=ROOT)
     with open(os.path.join(out_dir, "metrics.json")) as f:
         return json.load(f)

@@ -4,13 +4,13 @@
 # SimpleCIL to the digit and LAE trails it (experiments/results/offline_cil.md). Here Hydra's Optuna sweeper (TPE,
 # sampler seed 0) searches each method's schedule with 20% of every class's training samples held out
 # (scenario.val_fraction=0.2, objective: validation A_last); the test split is never read. Then the best trial's
-# values run on the test split (val_fraction 0) with seeds 0-2, beside the current defaults.
+# values run on the test split (val_fraction 0) with seeds 0-2, beside the current defaults and SimpleCIL.
 #
-#   bash experiments/tuning/offline_defaults.sh [search|test|all]     (about 45 minutes on 2 CPU cores)
+#   bash experiments/tuning/offline_defaults.sh [search|test|summary|all]     (about 45 minutes on 2 CPU cores)
 #
 # Sweeps go to runs/tuning/<method>_wordnet/ (optimization_results.yaml holds the best values); the test runs to
-# experiments/runs/tuning/<label>/seed<k>. A summariser writing experiments/results/offline_tuning.md from both
-# (experiments/tuning/summarise.py) is still to be written.
+# experiments/runs/tuning/<label>/seed<k>. experiments/tuning/summarise.py then writes
+# experiments/results/offline_tuning.md from both (trials, chosen values, test table, machine, commit).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CLPET="${CLPET:-.venv/bin/clpet}"
@@ -44,10 +44,23 @@ EOF
 if [[ "$WHICH" == test || "$WHICH" == all ]]; then
   mapfile -t ADAM_BEST < <(best adam)
   mapfile -t LAE_BEST < <(best lae)
+  test_run() {  # label, overrides...
+    local label="$1"; shift
+    local out="experiments/runs/tuning/$label/seed$seed"
+    if .venv/bin/python -c "import sys; from clpet.results import load_metrics, run_finished; \
+sys.exit(0 if run_finished(load_metrics(sys.argv[1])) else 1)" "$out" 2>/dev/null; then return 0; fi
+    rm -rf "$out"  # a killed run (checkpoint=false): start it again
+    $CLPET run scenario=wordnet "$@" "seed=$seed" "${QUIET[@]}" "out_dir=$out"
+  }
   for seed in 0 1 2; do
-    $CLPET run scenario=wordnet method=adam method.pet=adapter "${ADAM_BEST[@]}" "seed=$seed" "${QUIET[@]}" \
-      "out_dir=experiments/runs/tuning/adam-validated/seed$seed"
-    $CLPET run scenario=wordnet method=lae method.pet=adapter "${LAE_BEST[@]}" "seed=$seed" "${QUIET[@]}" \
-      "out_dir=experiments/runs/tuning/lae-validated/seed$seed"
+    test_run simplecil method=simplecil
+    test_run adam-default method=adam method.pet=adapter
+    test_run lae-default method=lae method.pet=adapter
+    test_run adam-validated method=adam method.pet=adapter "${ADAM_BEST[@]}"
+    test_run lae-validated method=lae method.pet=adapter "${LAE_BEST[@]}"
   done
+fi
+
+if [[ "$WHICH" == summary || "$WHICH" == all ]]; then
+  .venv/bin/python experiments/tuning/summarise.py
 fi

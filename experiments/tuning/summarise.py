@@ -1,0 +1,136 @@
+"""Summarise ``offline_defaults.sh``: every Optuna trial (validation numbers), the values each search chose, and
+the test-split runs of the chosen values beside the current defaults and SimpleCIL.
+
+    .venv/bin/python experiments/tuning/summarise.py [--sweeps runs/tuning] [--tests experiments/runs/tuning]
+
+Reads ``<sweeps>/<method>_wordnet/<trial>/{config.yaml,metrics.json}`` and ``optimization_results.yaml``, and
+``<tests>/<label>/seed<k>/metrics.json``; copies each finished test run's record to
+``experiments/results/records/tuning/`` (as ``run_grid.py`` does) and writes ``experiments/results/offline_tuning.md``
+with the machine and the code commit. The reading under the tables is written by hand after the runs
+(``--reading FILE``, kept in ``experiments/tuning/reading.md``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "experiments"))
+
+from clpet.compare import mean_std  # noqa: E402
+from clpet.provenance import code_commit, cpu_name  # noqa: E402
+from clpet.results import atomic_write_text, run_finished  # noqa: E402
+from run_grid import finished_folder  # noqa: E402
+
+METRICS = ("A_last", "A_avg", "forgetting", "plasticity", "wall_time_s")
+
+
+def dotted(doc: Dict[str, Any], key: str) -> Any:
+    """``doc["method"]["optim"]["lr"]`` for ``"method.optim.lr"``; None where a level is missing."""
+    for part in key.split("."):
+        if not isinstance(doc, dict) or part not in doc:
+            return None
+        doc = doc[part]
+    return doc
+
+
+def plain(key: str) -> str:
+    """``method.optim.lr`` for the sweeper's ``++method.optim.lr`` (it keeps clpet's rewritten override form)."""
+    return key.lstrip("+")
+
+
+def fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "–" if value is None else str(value)
+
+
+def trials_table(sweep: Path) -> List[str]:
+    """One row per trial: its swept values and validation A_last / A_avg; the best trial marked."""
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    keys = [plain(k) for k in best["best_params"]]
+    rows = []
+    for trial in sorted((p for p in sweep.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)):
+        if not (trial / "metrics.json").is_file():
+            rows.append((int(trial.name), [None] * len(keys), None, None))
+            continue
+        cfg = yaml.safe_load((trial / "config.yaml").read_text())
+        m = json.loads((trial / "metrics.json").read_text())
+        rows.append((int(trial.name), [dotted(cfg, k) for k in keys], m.get("A_last"), m.get("A_avg")))
+    lines = [f"Best: {', '.join(f'`{plain(k)}={fmt(v)}`' for k, v in best['best_params'].items())} "
+             f"(validation A_last {best['best_value']:.2f}).", "",
+             "| trial | " + " | ".join(keys) + " | val A_last | val A_avg |", "|" + "---|" * (len(keys) + 3)]
+    for num, values, a_last, a_avg in rows:
+        lines.append(f"| {num} | " + " | ".join(fmt(v) for v in values) + f" | {fmt(a_last)} | {fmt(a_avg)} |")
+    return lines
+
+
+def kept_record(run_dir: Path):
+    """A finished run's folder to read: its committed record (copied there when missing) for a run under
+    experiments/runs, the folder itself elsewhere; None while it is not finished."""
+    if (ROOT / "experiments" / "runs") in run_dir.resolve().parents:
+        return finished_folder(run_dir.resolve())
+    done = (run_dir / "metrics.json").is_file() and run_finished(json.loads((run_dir / "metrics.json").read_text()))
+    return run_dir if done else None
+
+
+def test_table(tests: Path) -> tuple[List[str], List[str]]:
+    """Mean ± sample std over seeds per label of the test-split runs; also the commits that made them."""
+    lines = ["| run | n | " + " | ".join(METRICS) + " |", "|" + "---|" * (len(METRICS) + 2)]
+    commits: List[str] = []
+    for label in sorted(p for p in tests.iterdir() if p.is_dir()):
+        runs = []
+        for seed_dir in sorted(label.glob("seed*")):
+            record = kept_record(seed_dir)
+            if record is None:
+                continue
+            runs.append(json.loads((record / "metrics.json").read_text()))
+            made_by = record / "code_commit.txt"
+            commits += made_by.read_text().split() if made_by.is_file() else []
+        cells = []
+        for key in METRICS:
+            mean, std = mean_std([r.get(key) for r in runs])
+            cells.append("–" if mean is None else f"{mean:.2f}" + ("" if std is None else f" ± {std:.2f}"))
+        lines.append(f"| {label.name} | {len(runs)} | " + " | ".join(cells) + " |")
+    return lines, list(dict.fromkeys(commits))
+
+
+def main(argv: List[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sweeps", default=str(ROOT / "runs" / "tuning"))
+    p.add_argument("--tests", default=str(ROOT / "experiments" / "runs" / "tuning"))
+    p.add_argument("--reading", default=str(ROOT / "experiments" / "tuning" / "reading.md"))
+    p.add_argument("--out", default=str(ROOT / "experiments" / "results" / "offline_tuning.md"))
+    args = p.parse_args(argv)
+
+    sweeps, tests = Path(args.sweeps), Path(args.tests)
+    out = ["# Offline schedules of ADAM and LAE chosen on validation data (issue \"Reproduce the papers by default\")",
+           "", "WordNet supersenses with MiniLM-L6 (45 classes, 5 experiences of 9), Adapter PET. Searches: Hydra's "
+           "Optuna sweeper (TPE, sampler seed 0) with `scenario.val_fraction=0.2` (20% of each class's training "
+           "samples held out; the objective is validation A_last, the test split is never read). Test: the chosen "
+           "values, the current defaults and SimpleCIL on the test split, seeds 0-2, mean ± sample std.", ""]
+    for sweep in sorted(p for p in sweeps.glob("*_wordnet") if (p / "optimization_results.yaml").is_file()):
+        out += [f"## Search: {sweep.name.removesuffix('_wordnet')} (validation split)", ""] + trials_table(sweep) + [""]
+    table, commits = test_table(tests)
+    out += ["## Test split", "", *table, ""]
+    machine = f"{cpu_name()} ({platform.machine()}), {os.cpu_count()} cores, Python {platform.python_version()}"
+    out += [f"Produced by `bash experiments/tuning/offline_defaults.sh` on {machine}, code at commit "
+            f"{', '.join(commits) or code_commit(ROOT)}.", ""]
+    reading = Path(args.reading)
+    if reading.is_file():
+        out += ["## Reading (written after the runs, from the numbers above)", "", reading.read_text().strip(), ""]
+    atomic_write_text(args.out, "\n".join(out))
+    print("\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
