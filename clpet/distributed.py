@@ -109,16 +109,39 @@ def shard_batch(batch: Sequence[int]) -> Tuple[List[int], float]:
 
 
 def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
-    """Sum the (share-weighted) gradients across ranks and divide by the world size, in place. A parameter
-    without a gradient on this rank contributes zeros (and then holds the reduced gradient)."""
+    """Sum the (share-weighted) gradients across ranks and divide by the world size, in place, in one flat buffer
+    per dtype. A parameter without a gradient on every rank keeps ``grad = None`` (the optimizer skips it, as in
+    one process: a frozen PET's Adam state does not advance); one with a gradient on some rank only gets zeros
+    elsewhere before the sum."""
     if not active():
         return
-    world = world_size()
-    for p in params:
+    params = [p for p in params if p.requires_grad]
+    has = torch.tensor([p.grad is not None for p in params], dtype=torch.int32)
+    _dist().all_reduce(has)  # same list on every rank, so the same parameters are reduced everywhere
+    live = [p for p, h in zip(params, has.tolist()) if h > 0]
+    for p in live:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-        _dist().all_reduce(p.grad)
-        p.grad.div_(world)
+    for dtype in sorted({p.grad.dtype for p in live}, key=str):
+        grads = [p.grad for p in live if p.grad.dtype == dtype]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        _dist().all_reduce(flat)
+        flat.div_(world_size())
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset: offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+
+def sync_rng() -> None:
+    """Every rank continues from rank 0's RNG states (torch, CUDA, NumPy, Python). A rank's share of a batch draws
+    a different number of random values (dropout, augmentation retries), so after training the global RNGs
+    differ; the next head or PET a method creates must be initialised identically everywhere."""
+    if not active():
+        return
+    from clpet.results import rng_state, set_rng_state
+
+    set_rng_state(broadcast(rng_state()))
 
 
 def map_batches(batches: Sequence[T], fn: Callable[[T], R]) -> List[R]:
@@ -156,8 +179,9 @@ def map_loader(samples: Any, preprocess: Callable[[Sequence[Any]], Any], batch_s
     # built on every rank, even one without batches: iterating it draws the global RNG once, as one process does
     loader = make_loader(samples, preprocess, batch_size, num_workers=num_workers, pin_memory=pin_memory,
                          batches=[batches[i] for i in mine])
-    bar = tqdm(loader, desc=desc, disable=not progress, leave=False)
-    return _exchange({i: fn(batch) for i, (batch, _, _) in zip(mine, bar)}, len(batches))
+    # iterated in full on every rank (a list, not a lazy zip), so even a rank without batches makes the iterator
+    outputs = [fn(batch) for batch, _, _ in tqdm(loader, desc=desc, disable=not progress, leave=False)]
+    return _exchange(dict(zip(mine, outputs)), len(batches))
 
 
 def global_shuffled_batches(n: int, batch_size: int, seed: int, drop_last: bool) -> List[List[int]]:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from clpet.backbones.base import batch_to
 from clpet.data import length_order
-from clpet.distributed import is_main, map_loader
+from clpet.distributed import broadcast, is_main, map_loader
 from clpet.scenarios.base import SampleSet
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -79,9 +79,13 @@ class FeatureCache:
     def _store(self, key: str, persist: bool) -> _Store:
         if key not in self._stores:
             store = _Store()
-            if persist and os.path.exists(self._file(key)):
-                saved = torch.load(self._file(key), map_location="cpu", weights_only=True)
-                store.add(saved["keys"].numpy(), saved["features"])
+            if persist:  # under torch.distributed rank 0 reads the file and every rank gets the same store
+                saved = None
+                if is_main() and os.path.exists(self._file(key)):
+                    saved = torch.load(self._file(key), map_location="cpu", weights_only=True)
+                saved = broadcast(saved)
+                if saved is not None:
+                    store.add(saved["keys"].numpy(), saved["features"])
             self._stores[key] = store
         return self._stores[key]
 

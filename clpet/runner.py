@@ -146,7 +146,8 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
         return run_unlearning_job(cfg, scenario, method, requests, folder, log)
     from clpet.tracking import Tracker
 
-    saved = folder.load_checkpoint() if run_cfg.resume else None  # read once: trackers and the stream resume from it
+    # read once (by rank 0 under torchrun, then sent to every rank): trackers and the stream resume from it
+    saved = distributed.broadcast(folder.load_checkpoint() if run_cfg.resume and main_rank else None)
     tracker = Tracker(run_cfg.logger if main_rank else [], str(folder_path), cfg.raw, resumed=saved is not None,
                       step=(saved or {}).get("tracker_step", 0), experience=(saved or {}).get("next_experience", 0))
     ctx.tracker = tracker if tracker.active else None
@@ -210,6 +211,7 @@ def run_stream(cfg: Resolved, scenario: Scenario, method: Method, folder, folder
     metrics: Dict[str, Any] = {}
     for t in range(start, T):
         exp = scenario[t]
+        distributed.sync_rng()  # under torchrun: every rank starts the experience from rank 0's RNG state
         tic = time.perf_counter()
         with PeakMemory(device) as peak:
             method.learn_experience(exp)
@@ -231,7 +233,7 @@ def run_stream(cfg: Resolved, scenario: Scenario, method: Method, folder, folder
         folder.write_acc_matrix(np.asarray([[np.nan if v is None else v for v in row] for row in metrics["acc_matrix"]]))
         folder.write_metrics(metrics)
         tracker.log_experience(t, metrics)
-        if run_cfg.checkpoint:
+        if run_cfg.checkpoint and distributed.is_main():
             folder.save_checkpoint({
                 "next_experience": t + 1,
                 "correct": torch.from_numpy(correct),

@@ -233,6 +233,7 @@ def train_loop(
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         history.append({name: total / max(n_batches, 1) for name, total in sums.items()})
     method.eval()
+    distributed.sync_rng()  # ranks drew different amounts while training on their parts; one process: no-op
     return history
 
 

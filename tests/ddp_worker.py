@@ -5,6 +5,8 @@ each rank, results written to ``<out>/rank<r>.json``.
    plus ``average_gradients`` must give the gradient of the whole batch's mean loss, computed here in full.
 2. Frozen features: ``FeatureCache.features`` over 37 samples computes each sample once across the ranks
    (``computed`` per rank) and every rank ends with the features of all of them, equal to a plain forward.
+3. A pass with fewer batches than ranks draws the global RNG alike on every rank.
+4. Parameters without gradients stay without (no zeros for the optimizer to step on).
 """
 import json
 import sys
@@ -44,8 +46,17 @@ def main(out: Path) -> None:
     feats = cache.features(backbone, samples, RunContext(eval_batch_size=8, progress=False))
     with torch.no_grad():
         plain = backbone.features(torch.from_numpy(np.stack(samples.inputs)))
+    # 3. a pass with fewer batches than ranks (rank 1 has none) leaves the global RNG where it leaves rank 0's
+    torch.manual_seed(1)
+    distributed.map_loader(samples.subset(np.arange(5)), backbone.preprocess_fn(train=False), 8, lambda b: b.shape[0])
+    after_pass = float(torch.rand(1))
+    # 4. a parameter without a gradient on every rank keeps None (a frozen PET is not stepped)
+    frozen = torch.nn.Linear(2, 2)
+    frozen.weight.grad = None
+    distributed.average_gradients(frozen.parameters())
     result = {"world": distributed.world_size(), "gradient_errors": gradient_errors, "computed": cache.computed,
-              "rows": int(feats.shape[0]), "feature_error": float((feats - plain).abs().max())}
+              "rows": int(feats.shape[0]), "feature_error": float((feats - plain).abs().max()),
+              "rng_after_pass": after_pass, "none_kept": frozen.weight.grad is None and frozen.bias.grad is None}
     (out / f"rank{distributed.rank()}.json").write_text(json.dumps(result))
     distributed.shutdown()
 

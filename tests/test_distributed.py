@@ -62,6 +62,8 @@ def test_split_batches_give_the_global_gradient_and_features_are_computed_once(t
     assert all(max(r["gradient_errors"]) < 1e-6 for r in ranks)  # a batch of 7 (4 + 3) and of 1 (1 + none)
     assert sum(r["computed"] for r in ranks) == 37 and min(r["computed"] for r in ranks) > 0
     assert all(r["rows"] == 37 and r["feature_error"] == 0.0 for r in ranks)
+    assert ranks[0]["rng_after_pass"] == ranks[1]["rng_after_pass"]
+    assert all(r["none_kept"] for r in ranks)
 
 
 @pytest.mark.timeout(400)
