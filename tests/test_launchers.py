@@ -7,19 +7,18 @@ import pickle
 import pytest
 
 from clpet.cli import main
+from tests.scenario_fixtures import write_text_csv
 
 SWEEP = ["-m", "scenario=synthetic", "method=simplecil,finetune", "seed=0,1",
          "progress=false", "plots=false"]
 
 
-def finetune_only(args):
-    return [a if a != "method=simplecil,finetune" else "method=finetune" for a in args]
-
-
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local", "ray"])
 def test_a_sweep_on_a_launcher_ends_with_its_table(tmp_path, monkeypatch, capsys, launcher):
+    """``method=simplecil,lae seed=0,1`` on a text stream with a 5-block tiny encoder (LAE's default blocks)."""
     monkeypatch.chdir(tmp_path)
+    data = write_text_csv(tmp_path / "data")
     extra = {"joblib": ["hydra.launcher.n_jobs=2"], "submitit_local": ["hydra.launcher.timeout_min=5"],
              # a local Ray cluster of 2 workers (one CPU per job), no dashboard
              "ray": ["+hydra.launcher.ray.init.num_cpus=2", "+hydra.launcher.ray.init.include_dashboard=false"],
@@ -30,13 +29,15 @@ def test_a_sweep_on_a_launcher_ends_with_its_table(tmp_path, monkeypatch, capsys
         request_cleanup = ray.shutdown
     else:
         request_cleanup = None
-    args = [*finetune_only(SWEEP), f"hydra/launcher={launcher}", *extra, f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    args = ["-m", "scenario=text-csv", f"data_root={data}", "backbone.name=tiny-text", "backbone.depth=5",
+            "method=simplecil,lae", "seed=0,1", "progress=false", "plots=false", f"hydra/launcher={launcher}", *extra,
+            f"hydra.sweep.dir={tmp_path / 'sweep'}"]
     assert main(["run", *args]) == 0
     out = capsys.readouterr().out
     jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if (p / "metrics.json").is_file())
-    assert len(jobs) == 2 and "| synthetic | finetune | 2 |" in out
-    seeds = sorted(json.loads((j / "metrics.json").read_text())["seed"] for j in jobs)
-    assert seeds == [0, 1]
+    assert len(jobs) == 4 and "| text-csv | lae | 2 |" in out and "| text-csv | simplecil | 2 |" in out
+    runs = sorted((m["method"], m["seed"]) for m in (json.loads((j / "metrics.json").read_text()) for j in jobs))
+    assert runs == [("lae", 0), ("lae", 1), ("simplecil", 0), ("simplecil", 1)]
     if request_cleanup is not None:
         request_cleanup()
 
