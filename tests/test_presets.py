@@ -87,8 +87,10 @@ def test_the_command_line_wins_and_preset_none_turns_it_off():
     off = resolved("scenario=imagenet-r", "method=lae", "preset=none")
     assert off.run.preset == "none" and off.method.optim.epochs == 2
     assert off.backbone.model == "vit_base_patch16_224.augreg_in21k"
-    offline = resolved("scenario=wordnet", "method=lae")
+    offline = resolved("scenario=clipart", "method=lae")
     assert offline.run.preset == "none" and offline.method.optim.epochs == 2  # the CPU defaults stay
+    tuned = resolved("scenario=wordnet", "method=lae")  # the schedule chosen on validation data
+    assert tuned.run.preset == "lae/wordnet" and tuned.method.optim.lr == 0.023251934389025737
 
 
 def test_another_backbone_drops_the_presets_backbone_keys_and_says_so():

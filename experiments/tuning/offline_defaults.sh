@@ -15,7 +15,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 CLPET="${CLPET:-.venv/bin/clpet}"
 WHICH="${1:-all}"
-QUIET=(plots=false checkpoint=false progress=false)
+# preset=none: the searches and the default runs start from methods/*.yaml, not from the presets they produced
+# (presets/adam/wordnet.yaml, presets/lae/wordnet.yaml)
+QUIET=(plots=false checkpoint=false progress=false preset=none)
 
 search() {  # method, trials, search-space overrides...
   local method="$1" trials="$2"; shift 2

@@ -53,7 +53,15 @@ def fmt(value: Any) -> str:
     return "–" if value is None else str(value)
 
 
-def trials_table(sweep: Path) -> List[str]:
+def commits_of(run_dir: Path) -> List[str]:
+    """The code commit of every start of a run (its ``provenance.json`` records one entry per start)."""
+    made = run_dir / "provenance.json"
+    if not made.is_file():
+        return []
+    return [str(entry.get("code", {}).get("commit")) for entry in json.loads(made.read_text())]
+
+
+def trials_table(sweep: Path, commits: List[str]) -> List[str]:
     """One row per trial: its swept values and validation A_last / A_avg; the best trial marked."""
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     keys = [plain(k) for k in best["best_params"]]
@@ -62,6 +70,7 @@ def trials_table(sweep: Path) -> List[str]:
         if not (trial / "metrics.json").is_file():
             rows.append((int(trial.name), [None] * len(keys), None, None))
             continue
+        commits += commits_of(trial)
         cfg = yaml.safe_load((trial / "config.yaml").read_text())
         m = json.loads((trial / "metrics.json").read_text())
         rows.append((int(trial.name), [dotted(cfg, k) for k in keys], m.get("A_last"), m.get("A_avg")))
@@ -69,7 +78,8 @@ def trials_table(sweep: Path) -> List[str]:
              f"(validation A_last {best['best_value']:.2f}).", "",
              "| trial | " + " | ".join(keys) + " | val A_last | val A_avg |", "|" + "---|" * (len(keys) + 3)]
     for num, values, a_last, a_avg in rows:
-        lines.append(f"| {num} | " + " | ".join(fmt(v) for v in values) + f" | {fmt(a_last)} | {fmt(a_avg)} |")
+        scores = " | ".join("–" if v is None else f"{v:.2f}" for v in (a_last, a_avg))
+        lines.append(f"| {num} | " + " | ".join(fmt(v) for v in values) + f" | {scores} |")
     return lines
 
 
@@ -82,10 +92,9 @@ def kept_record(run_dir: Path):
     return run_dir if done else None
 
 
-def test_table(tests: Path) -> tuple[List[str], List[str]]:
-    """Mean ± sample std over seeds per label of the test-split runs; also the commits that made them."""
+def test_table(tests: Path, commits: List[str]) -> List[str]:
+    """Mean ± sample std over seeds per label of the test-split runs (their commits added to ``commits``)."""
     lines = ["| run | n | " + " | ".join(METRICS) + " |", "|" + "---|" * (len(METRICS) + 2)]
-    commits: List[str] = []
     for label in sorted(p for p in tests.iterdir() if p.is_dir()):
         runs = []
         for seed_dir in sorted(label.glob("seed*")):
@@ -93,14 +102,13 @@ def test_table(tests: Path) -> tuple[List[str], List[str]]:
             if record is None:
                 continue
             runs.append(json.loads((record / "metrics.json").read_text()))
-            made_by = record / "code_commit.txt"
-            commits += made_by.read_text().split() if made_by.is_file() else []
+            commits += commits_of(record)
         cells = []
         for key in METRICS:
             mean, std = mean_std([r.get(key) for r in runs])
             cells.append("–" if mean is None else f"{mean:.2f}" + ("" if std is None else f" ± {std:.2f}"))
         lines.append(f"| {label.name} | {len(runs)} | " + " | ".join(cells) + " |")
-    return lines, list(dict.fromkeys(commits))
+    return lines
 
 
 def main(argv: List[str] | None = None) -> int:
@@ -117,9 +125,12 @@ def main(argv: List[str] | None = None) -> int:
            "Optuna sweeper (TPE, sampler seed 0) with `scenario.val_fraction=0.2` (20% of each class's training "
            "samples held out; the objective is validation A_last, the test split is never read). Test: the chosen "
            "values, the current defaults and SimpleCIL on the test split, seeds 0-2, mean ± sample std.", ""]
+    commits: List[str] = []
     for sweep in sorted(p for p in sweeps.glob("*_wordnet") if (p / "optimization_results.yaml").is_file()):
-        out += [f"## Search: {sweep.name.removesuffix('_wordnet')} (validation split)", ""] + trials_table(sweep) + [""]
-    table, commits = test_table(tests)
+        out += [f"## Search: {sweep.name.removesuffix('_wordnet')} (validation split)", ""]
+        out += trials_table(sweep, commits) + [""]
+    table = test_table(tests, commits)
+    commits = list(dict.fromkeys(commits))
     out += ["## Test split", "", *table, ""]
     machine = f"{cpu_name()} ({platform.machine()}), {os.cpu_count()} cores, Python {platform.python_version()}"
     out += [f"Produced by `bash experiments/tuning/offline_defaults.sh` on {machine}, code at commit "
