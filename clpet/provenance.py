@@ -21,6 +21,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from clpet.distributed import world_size
+
 LIBRARIES = ("torch", "torchvision", "transformers", "peft", "timm", "numpy", "scikit-learn", "scipy", "hydra-core",
              "omegaconf", "avalanche-lib", "safetensors", "tokenizers")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".npz", ".gguf", ".ckpt")
@@ -87,12 +89,6 @@ def machine() -> Dict[str, Any]:
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "arch": platform.machine(), "python": platform.python_version(),
             "platform": platform.platform(), "gpus": gpus, "cuda": getattr(torch.version, "cuda", None)}
-
-
-def world_size() -> int:
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def _files_of(info: Dict[str, Any]) -> List[str]:

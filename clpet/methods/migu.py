@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Tuple
 import torch
 from torch import nn
 
+from clpet import distributed
 from clpet.methods.lm_base import LMConfig, LMMethod, LoRAKeys
 from clpet.registry import METHODS
 from clpet.scenarios.base import Experience
@@ -140,7 +141,7 @@ class MIGU(LMMethod):
         """Zero the gradient rows of each target below its magnitude quantile (from the second task on)."""
         if not self.collecting:
             return
-        world = _world_size()
+        world = distributed.world_size()
         for name, _, weight in self.targets:
             if weight.grad is None or name not in self.magnitudes:
                 continue
@@ -174,8 +175,3 @@ class MIGU(LMMethod):
         super().load_extra_state(state)
         self._masked_rows = [int(v) for v in state["migu_masked_rows"]]
         self._generator.set_state(state["migu_generator"])
-
-
-def _world_size() -> int:
-    dist = torch.distributed
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
