@@ -97,9 +97,9 @@ def test_every_scenario_method_pair_composes_or_is_refused_for_its_protocol():
             if SCENARIOS.get(cfg.scenario.name).protocol in supported:
                 if cfg.backbone.name == "hf-clip":  # a CLIP preset: the user names the model folder, said in one line
                     with pytest.raises(ConfigError, match="hf-clip needs backbone.model="):
-                        resolved(*args)
+                        validate(cfg)
                     continue
-                cfg = resolved(*args)
+                cfg = validate(cfg)
                 assert cfg.scenario.name and cfg.method.name
                 composed += 1
             else:
