@@ -54,6 +54,8 @@ class RunConfig:
     image_cache_mb: float = 2048  # decoded image files kept in memory, sized to the transform; 0 = off
     eval_future: bool = False  # also evaluate on future experiences (fills the upper triangle, for FWT)
     checkpoint: bool = True  # write checkpoint.pt after every experience (needed for resume)
+    # under torchrun: shard a language model's frozen weights across the ranks (FSDP2; clpet.sharding)
+    shard_backbone: bool = False
     plots: bool = True
     progress: bool = True
     # deletion requests served by the unlearning methods (s3t, sisa, retrain); clpet.unlearning.requests

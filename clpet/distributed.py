@@ -17,6 +17,9 @@ hooks rather than one ``module(x)`` call that ``DistributedDataParallel`` could 
   i mod N, so each batch is the one a single process would form) and exchange the results, so each frozen
   feature is computed once across ranks and every rank ends with all of them.
 - **Writing**: only rank 0 writes the run folder, provenance, trackers and plots (``is_main``).
+- **Lockstep** (``set_lockstep``, on when the backbone's weights are sharded, ``clpet.sharding``): every forward is
+  then a collective, so the inference helpers give every rank the same number of calls, the ranks with fewer
+  batches running their first batch again and dropping the result.
 
 Not bit-identical to one process for trained methods: a rank's loss is a mean over a part of the batch, so the
 sums that make the global gradient are added in another order (float rounding), and dropout draws differ per
@@ -24,6 +27,7 @@ rank. Frozen-feature methods (SimpleCIL) give the identical matrix.
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Callable, Dict, Iterable, List, Sequence, Tuple, TypeVar
 
@@ -34,8 +38,32 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+_LOCKSTEP = {"on": False}
+
+
 def _dist():
     return torch.distributed
+
+
+def set_lockstep(on: bool) -> None:
+    """Whether every rank must run the same number of forwards (sharded weights: each forward gathers them)."""
+    _LOCKSTEP["on"] = bool(on)
+
+
+def lockstep() -> bool:
+    return _LOCKSTEP["on"] and active()
+
+
+def inference(fn: Callable[..., R]) -> Callable[..., R]:
+    """``@torch.inference_mode()``, decided per call: ``torch.no_grad()`` instead while weights are sharded
+    (lockstep), because FSDP gathers them into buffers that training reuses in place, which an inference tensor
+    forbids."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> R:
+        with torch.no_grad() if _LOCKSTEP["on"] else torch.inference_mode():
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def active() -> bool:
@@ -78,6 +106,7 @@ def init_from_env(device: torch.device) -> torch.device:
 
 def shutdown() -> None:
     """Leave the process group (the end of a torchrun rank's run)."""
+    set_lockstep(False)
     if _dist().is_available() and _dist().is_initialized():
         _dist().destroy_process_group()
 
@@ -149,7 +178,21 @@ def map_batches(batches: Sequence[T], fn: Callable[[T], R]) -> List[R]:
     rank returns the whole list in order. Results must be picklable (tensors on the CPU, arrays, strings)."""
     if not active():
         return [fn(b) for b in batches]
-    return _exchange({i: fn(b) for i, b in enumerate(batches) if i % world_size() == rank()}, len(batches))
+    mine = _my_batches(len(batches))
+    results = {i: fn(batches[i]) for i in mine}
+    for _ in range(_padding(len(batches), len(mine))):
+        fn(batches[0])  # lockstep: a forward every rank takes part in; its result is not used
+    return _exchange(results, len(batches))
+
+
+def _my_batches(n: int) -> List[int]:
+    """This rank's batch indices: i mod N."""
+    return [i for i in range(n) if i % world_size() == rank()]
+
+
+def _padding(n: int, mine: int) -> int:
+    """Calls this rank adds under lockstep so that every rank makes ceil(n / N) of them (0 when there are none)."""
+    return (-(-n // world_size()) - mine) if lockstep() and n else 0
 
 
 def _exchange(local: Dict[int, R], n: int) -> List[R]:
@@ -175,10 +218,11 @@ def map_loader(samples: Any, preprocess: Callable[[Sequence[Any]], Any], batch_s
         return [fn(batch) for batch, _, _ in tqdm(loader, desc=desc, disable=not progress, leave=False)]
     n = len(samples)
     batches = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
-    mine = [i for i in range(len(batches)) if i % world_size() == rank()]
+    mine = _my_batches(len(batches))
+    padded = mine + [0] * _padding(len(batches), len(mine))  # lockstep: the first batch again, its result dropped
     # built on every rank, even one without batches: iterating it draws the global RNG once, as one process does
     loader = make_loader(samples, preprocess, batch_size, num_workers=num_workers, pin_memory=pin_memory,
-                         batches=[batches[i] for i in mine])
+                         batches=[batches[i] for i in padded])
     # iterated in full on every rank (a list, not a lazy zip), so even a rank without batches makes the iterator
     outputs = [fn(batch) for batch, _, _ in tqdm(loader, desc=desc, disable=not progress, leave=False)]
     return _exchange(dict(zip(mine, outputs)), len(batches))

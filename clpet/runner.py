@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import yaml
 
-from clpet import distributed
+from clpet import distributed, sharding
 from clpet.config import ConfigError, Resolved, one_line
 from clpet.context import RunContext, resolve_device, resolve_precision
 from clpet.evaluation import score_modes
@@ -74,7 +74,12 @@ def build_method(cfg: Resolved, scenario: Scenario, device: Optional[torch.devic
             progress=run_cfg.progress, feature_cache=FeatureCache(run_cfg.cache_dir),
             precision=resolve_precision(run_cfg.precision, device),
         )
+        shard = sharding.requested(run_cfg.shard_backbone)
+        if shard:
+            sharding.check(method, backbone)
         method.setup(backbone, scenario, ctx)  # attaches PETs: an unsupported combination fails here
+        if shard:  # after setup: the backbone is on its device and frozen; adapters stay whole on every rank
+            method.shard_info = sharding.shard_frozen_weights(backbone.model)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         raise ConfigError(one_line(exc)) from None
     return method
@@ -201,6 +206,8 @@ def run_stream(cfg: Resolved, scenario: Scenario, method: Method, folder, folder
         log(f"run {folder_path}: scenario {scenario.name} ({T} experiences, {scenario.n_classes} classes, "
             f"{scenario.protocol.value}), method {cfg.method.name}, backbone {cfg.backbone.name}, seed {run_cfg.seed}, "
             f"device {device}, precision {ctx.precision}")
+        if getattr(method, "shard_info", None):
+            log(sharding.describe(method.shard_info))
         if scenario.info.get("evaluated_on") == "val":
             log(f"evaluating on a validation split ({scenario.info['val_fraction']:g} of each class's training data); "
                 f"test sets are not read")

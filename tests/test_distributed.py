@@ -7,10 +7,13 @@ and seq-lora on the tiny backbones give the same matrix within one test sample p
 weights within 1e-2, because each rank's loss is a mean over its part of the batch, so the global gradient is
 summed in another order (float rounding; the weights drift apart by a few 1e-3 over a run); LAE on tiny-text is
 within 15 points of A_last, because the backbone's dropout draws differ per rank and the tiny stream has 12 test
-texts per experience (one text = 8.3 points). Only rank 0 writes the run folder.
+texts per experience (one text = 8.3 points). Only rank 0 writes the run folder. A two-rank run whose job is
+killed (SIGKILL to the launcher and both ranks) while learning its second experience resumes, under two ranks
+again, to the uninterrupted two-rank run's numbers bit for bit.
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # two ranks on two cores
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 QUIET = ["plots=false", "progress=false"]
+ACCELERATE_FSDP = [sys.executable, "-m", "accelerate.commands.launch", "--use_fsdp", "--num_processes=2",
+                   "--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no", "-m", "clpet"]
 
 
 def clpet(args, ranks: int, cwd: Path) -> subprocess.CompletedProcess:
@@ -125,3 +130,78 @@ def test_a_method_with_per_batch_state_is_refused_under_torchrun(tmp_path):
     errors = [line for line in done.stderr.splitlines() if line.startswith("clpet: error:")]
     assert errors and "does not run data-parallel" in errors[0]
     assert not (tmp_path / "x" / "metrics.json").exists()
+
+
+def tiny_lm(tmp_path: Path, method: str) -> list:
+    lora = [] if method == "seq-ft" else ["method.lora.rank=2"]
+    return ["scenario=text-tasks", f"data_root={write_text_tasks(tmp_path / 'data')}", f"method={method}",
+            "backbone.name=tiny-llama", "method.optim.epochs=2", "method.optim.batch_size=4", *lora]
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("setting", ["rank-seq-lora", "generate-inc-lora"])
+def test_a_sharded_backbone_gives_the_unsharded_numbers(tmp_path, setting):
+    """``shard_backbone=true`` gathers the exact frozen weights for every forward and leaves the adapters whole, so
+    the two-rank run's matrix and adapters equal the unsharded two-rank run's bit for bit; inc-lora adds an adapter
+    per task into the sharded model, and greedy generation keeps the ranks in step (a rank that stopped decoding
+    first would hang the other). The inc-lora run is sharded through ``accelerate launch --use_fsdp`` instead of
+    the key (accelerate's FSDP switch turns it on)."""
+    overrides = {"rank-seq-lora": tiny_lm(tmp_path, "seq-lora"),
+                 "generate-inc-lora": [*tiny_lm(tmp_path, "inc-lora"), "scenario.evaluation=generate"]}[setting]
+    runs = {}
+    for shard in (False, True):
+        folder = tmp_path / f"shard-{shard}"
+        args = ["run", *overrides, *QUIET, f"out_dir={folder}"]
+        if shard and setting == "generate-inc-lora":
+            done = subprocess.run([*ACCELERATE_FSDP, *args, "device=cpu"], cwd=tmp_path, env=ENV, capture_output=True,
+                                  text=True, timeout=300)
+        else:
+            done = clpet([*args, f"shard_backbone={str(shard).lower()}"], 2, tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[shard] = (json.loads((folder / "metrics.json").read_text()),
+                       torch.load(folder / "checkpoint.pt", weights_only=True)["method"], folder)
+    (plain, w_plain, _), (sharded, w_sharded, folder) = runs[False], runs[True]
+    assert plain["acc_matrix"] == sharded["acc_matrix"]
+    assert w_plain.keys() == w_sharded.keys() and all(torch.equal(w_plain[k], w_sharded[k]) for k in w_plain)
+    held = json.loads((folder / "provenance.json").read_text())[0]["run"]["sharded_backbone"]
+    assert held["blocks"] == 2 and held["per_rank"] * 2 == held["frozen"]  # each rank keeps half of every weight
+
+
+def test_shard_backbone_is_refused_in_one_line_in_one_process(tmp_path):
+    done = clpet(["run", *tiny_lm(tmp_path, "seq-lora"), *QUIET, "shard_backbone=true", f"out_dir={tmp_path / 'x'}"],
+                 1, tmp_path)
+    errors = [e for e in done.stderr.splitlines() if e.startswith("clpet: error:")]
+    assert done.returncode != 0 and errors and "this is one process" in errors[0], done.stderr[-2000:]
+    assert not (tmp_path / "x" / "metrics.json").exists()
+
+
+def test_shard_backbone_refuses_a_method_that_trains_the_backbone_under_torchrun(tmp_path):
+    done = clpet(["run", *tiny_lm(tmp_path, "seq-ft"), *QUIET, "shard_backbone=true", f"out_dir={tmp_path / 'x'}"],
+                 2, tmp_path)
+    errors = [e for e in done.stderr.splitlines() if e.startswith("clpet: error:")]
+    assert done.returncode != 0 and errors and "trains the backbone's own weights" in errors[0], done.stderr[-2000:]
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("setting", ["finetune", "seq-lora-sharded"])
+def test_a_killed_two_rank_run_resumes_to_the_uninterrupted_numbers(tmp_path, setting):
+    overrides = {
+        "finetune": ["scenario=synthetic", "method=finetune"],
+        "seq-lora-sharded": [*tiny_lm(tmp_path, "seq-lora"), "shard_backbone=true"],
+    }[setting]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    done = clpet(["run", *overrides, *QUIET, f"out_dir={full}"], 2, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    killed = subprocess.run([*TORCHRUN, str(ROOT / "tests" / "ddp_killed_rank.py"), "1", "run", *overrides, *QUIET,
+                             f"out_dir={cut}"], cwd=tmp_path, env=ENV, capture_output=True, text=True,
+                            timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    assert torch.load(cut / "checkpoint.pt", weights_only=True)["next_experience"] == 1
+    assert json.loads((cut / "metrics.json").read_text())["n_experiences_done"] == 1
+    resumed = clpet(["run", *overrides, *QUIET, f"out_dir={cut}", "resume=true"], 2, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = (json.loads((p / "metrics.json").read_text()) for p in (full, cut))
+    for key in ("acc_matrix", "A_t", "A_last", "A_avg", "forgetting", "bwt", "plasticity"):
+        assert a[key] == b[key], key
+    wa, wb = (torch.load(p / "checkpoint.pt", weights_only=True)["method"] for p in (full, cut))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

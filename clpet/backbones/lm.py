@@ -35,6 +35,7 @@ import torch
 
 from clpet.backbones.base import Backbone
 from clpet.backbones.hf_encoder import file_stamp, masked_mean
+from clpet.distributed import inference, lockstep
 from clpet.registry import BACKBONES
 
 Pair = Tuple[str, str]  # (prompt, answer)
@@ -214,7 +215,7 @@ class LanguageModel(Backbone):
         return masked_mean(hidden, mask)
 
     # -- scoring -----------------------------------------------------------------------------------------------
-    @torch.inference_mode()
+    @inference
     def answer_logprobs(self, prompts: Sequence[str], candidates: Sequence[str]) -> torch.Tensor:
         """Rank classification: ``out[i, c]`` = the summed log-probability of candidate c's tokens (and the EOS
         after them, as in training) given prompt i, (N, C) float32 on CPU.
@@ -262,7 +263,7 @@ class LanguageModel(Backbone):
         """``cache`` (transformers >= 5.2x) or ``past_key_values`` (earlier)."""
         return "cache" if "cache" in self._forward_keys else "past_key_values"
 
-    @torch.inference_mode()
+    @inference
     def generate(self, prompts: Sequence[str], max_new_tokens: Optional[int] = None) -> List[str]:
         """Greedy decoding of up to ``max_new_tokens`` (default ``max_answer_length``) tokens per prompt."""
         col = self._collate
@@ -271,7 +272,8 @@ class LanguageModel(Backbone):
         ids = [col.prompt_ids(p, room) for p in prompts]
         enc = {k: v.to(self.device()) for k, v in _pad(ids, self.tokenizer.pad_token_id, left=not self.seq2seq).items()}
         out = self.model.generate(**enc, max_new_tokens=new, do_sample=False, num_beams=1,
-                                  pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
+                                  pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
+                                  synced_gpus=lockstep())  # sharded weights: every rank decodes until all are done
         if not self.seq2seq:
             out = out[:, enc["input_ids"].shape[1]:]
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]

@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 import torch
 
-from clpet.distributed import map_batches
+from clpet.distributed import inference, map_batches
 from clpet.methods.base import Method, MethodConfig, eval_mode
 from clpet.pet.peft_sets import PeftSets
 from clpet.protocols import Protocol
@@ -114,7 +114,7 @@ class LMMethod(Method):
         for i in range(0, len(samples), step):
             yield list(samples.inputs[i: i + step])
 
-    @torch.inference_mode()
+    @inference
     def candidate_logprobs(self, samples: SampleSet, experience: Experience, task_id: Optional[int]) -> np.ndarray:
         """(N, labels): each label word's summed log-probability after each prompt (rank classification)."""
         words = experience.task.label_words
@@ -126,7 +126,7 @@ class LMMethod(Method):
             out = map_batches(list(self._chunks(samples)), chunk_logprobs)
         return np.concatenate(out) if out else np.zeros((0, len(words)))
 
-    @torch.inference_mode()
+    @inference
     def generate_set(self, samples: SampleSet, experience: Experience, task_id: Optional[int]) -> List[str]:
         """Greedy answers for every prompt of ``samples``."""
         def chunk_answers(chunk: List[Any]) -> List[str]:
@@ -136,7 +136,7 @@ class LMMethod(Method):
         with self.scoring(experience, task_id):  # under torch.distributed each rank answers its share of the chunks
             return [a for answers in map_batches(list(self._chunks(samples)), chunk_answers) for a in answers]
 
-    @torch.inference_mode()
+    @inference
     def predict_set(self, samples: SampleSet, experience: Optional[Experience] = None,
                     task_id: Optional[int] = None) -> np.ndarray:
         """The rank-classification label index of every sample (-1 where the method predicts none of the task's)."""
