@@ -75,10 +75,11 @@ def _execute(cfg, announce) -> int:
     from clpet.runner import run, summary_table
 
     from clpet.distributed import is_main, launched, shutdown
+    from clpet.results import RunFileError
 
     try:
         metrics = run(cfg, announce=announce)
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ConfigError, FileNotFoundError, RunFileError) as exc:
         return _fail(str(exc).strip().splitlines()[0])
     main_rank = is_main()
     if launched():

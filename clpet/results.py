@@ -10,12 +10,19 @@ Layout of one run (docs/architecture.md "Reliability")::
     <run>/plots/             PNGs
 
 Every file is written to a temporary file in the same folder, fsynced, then ``os.replace``-d over the
-target, so a killed process leaves either the old or the new file, never a torn one.
+target, so a killed process leaves either the old or the new file, never a torn one; a full disk fails the
+write with one line and leaves the previous file as it was. ``checkpoint.pt`` and ``metrics.json`` carry a
+SHA-256 of their content (key ``sha256``), checked on every read: a file changed after it was written (flipped
+bytes, a cut) is reported in one line and never loaded. Files written before clpet kept checksums load without
+the check. A run holds ``<run>/.lock`` (``fcntl.flock``) while it writes, so a second run on the same folder
+fails at once.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import hashlib
 import json
 import math
 import os
@@ -36,6 +43,13 @@ ACC_MATRIX_FILE = "acc_matrix.csv"
 LOG_FILE = "log.txt"
 CHECKPOINT_FILE = "checkpoint.pt"
 PLOTS_DIR = "plots"
+LOCK_FILE = ".lock"
+CHECKSUM_KEY = "sha256"
+
+
+class RunFileError(ValueError):
+    """A run file that cannot be trusted or written: corrupted, truncated, the disk full, the folder in use.
+    One line; the CLI prints it as ``clpet: error: ...``."""
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -63,9 +77,12 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) ->
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise RunFileError(f"no space left on the device writing {path}; the previous {path.name} is "
+                               f"intact") from None
         raise
     _fsync_dir(path.parent)
     return path
@@ -86,15 +103,59 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     return _atomic_write(path, lambda f: torch.save(obj, f))
 
 
+def content_digest(obj: Any) -> str:
+    """SHA-256 of a checkpoint-like structure's content: dict keys in sorted order, every tensor's dtype, shape
+    and raw bytes, arrays likewise, other values by type and ``repr``. Independent of how the file lays it out,
+    so it can be stored inside the file it checks."""
+    h = hashlib.sha256()
+    _feed(h, obj)
+    return h.hexdigest()
+
+
+def _feed(h: Any, obj: Any) -> None:
+    if isinstance(obj, Mapping):
+        h.update(b"{%d" % len(obj))
+        for key in sorted(obj, key=repr):
+            _feed(h, key)
+            _feed(h, obj[key])
+    elif isinstance(obj, (list, tuple)):
+        h.update(b"[%d" % len(obj) if isinstance(obj, list) else b"(%d" % len(obj))
+        for v in obj:
+            _feed(h, v)
+    elif isinstance(obj, torch.Tensor):
+        flat = obj.detach().cpu().contiguous().reshape(-1)
+        h.update(f"T{flat.dtype}{tuple(obj.shape)}".encode())
+        h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    elif isinstance(obj, np.ndarray):
+        h.update(f"A{obj.dtype}{obj.shape}".encode())
+        h.update(np.ascontiguousarray(obj).tobytes())
+    else:
+        h.update(f"{type(obj).__name__}:{obj!r};".encode())
+
+
+def save_checked(obj: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """``atomic_torch_save`` of the dict ``obj`` with its ``content_digest`` under ``CHECKSUM_KEY``."""
+    obj = dict(obj)
+    obj.pop(CHECKSUM_KEY, None)
+    return atomic_torch_save({**obj, CHECKSUM_KEY: content_digest(obj)}, path)
+
+
 def load_checkpoint(path: str | os.PathLike) -> Any:
-    """``torch.load(path, map_location='cpu', weights_only=True)``; a one-line error naming the file on failure."""
+    """``torch.load(path, map_location='cpu', weights_only=True)``, its checksum verified and removed (when it
+    has one); ``RunFileError`` (one line naming the file) when the file is unreadable or its content changed."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint not found: {path}") from None
     except Exception as e:  # unpickling errors carry multi-line hints; keep the first line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RuntimeError(f"cannot load checkpoint {path}: {first}") from e
+        raise RunFileError(f"cannot load checkpoint {path} (truncated or corrupted?): {first}") from None
+    if isinstance(state, dict) and CHECKSUM_KEY in state:
+        expected = state.pop(CHECKSUM_KEY)
+        if content_digest(state) != expected:
+            raise RunFileError(f"checkpoint {path} is corrupted: its content does not match its SHA-256; not "
+                               f"loaded (delete it to start the run over)")
+    return state
 
 
 # ---------------------------------------------------------------------------------------------- JSON
@@ -115,13 +176,63 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+def _json_digest(payload: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+                          .encode("utf-8")).hexdigest()
+
+
+def metrics_text(metrics: Mapping[str, Any]) -> str:
+    """``metrics.json``'s text: the metrics (NaN as null, indent 2) and the SHA-256 of their content."""
+    payload = to_jsonable({k: v for k, v in metrics.items() if k != CHECKSUM_KEY})
+    return json.dumps({**payload, CHECKSUM_KEY: _json_digest(payload)}, indent=2, allow_nan=False) + "\n"
+
+
 def load_metrics(run_dir: str | os.PathLike) -> dict:
-    """Read ``<run_dir>/metrics.json``; ``FileNotFoundError`` naming the folder when it has none."""
+    """Read ``<run_dir>/metrics.json``, its checksum verified and removed (when it has one);
+    ``FileNotFoundError`` naming the folder when it has none, ``RunFileError`` when it is cut or changed."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no {METRICS_FILE} in run folder {run_dir}")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RunFileError(f"{path} is not valid JSON (truncated or corrupted?): {str(e).splitlines()[0]}") from None
+    if not isinstance(metrics, dict):
+        raise RunFileError(f"{path} is corrupted: not a JSON object")
+    if CHECKSUM_KEY in metrics and _json_digest({k: v for k, v in metrics.items() if k != CHECKSUM_KEY}) != \
+            metrics.pop(CHECKSUM_KEY):
+        raise RunFileError(f"{path} is corrupted: its content does not match its SHA-256; not loaded")
+    return metrics
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike):
+    """Hold ``<folder>/.lock`` (an exclusive ``fcntl.flock``, released when the process ends, even killed) for
+    the block; ``RunFileError`` at once when another process holds it. Where ``fcntl`` does not exist (Windows)
+    the block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / LOCK_FILE, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise RunFileError(f"{path} is in use by another clpet run ({holder}); wait for it or choose another "
+                               f"out_dir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 # ---------------------------------------------------------------------------------------------- RNG
@@ -220,9 +331,8 @@ class RunFolder:
         return yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
 
     def write_metrics(self, metrics: Mapping[str, Any]) -> Path:
-        """Write ``metrics.json`` (indent 2; NaN written as null)."""
-        text = json.dumps(to_jsonable(metrics), indent=2, allow_nan=False) + "\n"
-        return atomic_write_text(self.metrics_path, text)
+        """Write ``metrics.json`` (indent 2; NaN written as null; with its checksum, ``metrics_text``)."""
+        return atomic_write_text(self.metrics_path, metrics_text(metrics))
 
     def load_metrics(self) -> dict:
         """Read ``metrics.json`` (see :func:`load_metrics`)."""
@@ -245,11 +355,23 @@ class RunFolder:
             f.write(line.rstrip("\n") + "\n")
             f.flush()
 
+    def remove_partial_writes(self) -> list:
+        """Delete the temporary files that writers killed mid-write left behind (``.<name>.*.tmp``; never read);
+        returns their names. Call it holding the folder's lock."""
+        if not self.path.is_dir():
+            return []
+        stale = sorted(p for p in self.path.glob(".*.tmp") if p.is_file())
+        for p in stale:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        return [p.name for p in stale]
+
     # checkpoint
     def save_checkpoint(self, state: Mapping[str, Any]) -> Path:
-        """Atomically save ``state`` to ``checkpoint.pt``. Keep it to tensors, numbers, strings, lists, tuples
-        and dicts (use :func:`rng_state` for RNGs) so it loads with ``weights_only=True``."""
-        return atomic_torch_save(dict(state), self.checkpoint_path)
+        """Atomically save ``state`` to ``checkpoint.pt`` with its checksum (``save_checked``). Keep it to tensors,
+        numbers, strings, lists, tuples and dicts (use :func:`rng_state` for RNGs) so it loads with
+        ``weights_only=True``."""
+        return save_checked(state, self.checkpoint_path)
 
     def load_checkpoint(self) -> dict | None:
         """The saved state (``weights_only=True``, on CPU), or ``None`` when no checkpoint exists."""

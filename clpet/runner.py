@@ -9,6 +9,7 @@ experience, and score task t + 1 after learning task t, so forward transfer (FWT
 from __future__ import annotations
 
 import random
+from contextlib import nullcontext
 import time
 from datetime import datetime
 from pathlib import Path
@@ -115,7 +116,7 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
 
     Data, backbone and method are built (and so checked) first; ``announce`` is called once they are, before
     any training (the CLI prints the resolved config there)."""
-    from clpet.results import ReadOnlyRunFolder, RunFolder
+    from clpet.results import folder_lock
 
     run_cfg = cfg.run
     device = distributed.init_from_env(resolve_device(run_cfg.device))  # one process: the device as resolved
@@ -129,11 +130,22 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
         raise ConfigError(one_line(exc)) from None
     method = build_method(cfg, scenario, device)
     requests = deletion_requests(run_cfg.deletions, scenario, method)
-    ctx = method.ctx
     if announce is not None and distributed.is_main():
         announce()
 
     main_rank = distributed.is_main()  # under torchrun only rank 0 writes and prints
+    with folder_lock(folder_path) if main_rank else nullcontext():  # a second run on this folder fails here
+        return _run_in_folder(cfg, scenario, method, requests, folder_path, device)
+
+
+def _run_in_folder(cfg: Resolved, scenario: Scenario, method: Method, requests: List[List[int]], folder_path: Path,
+                   device) -> Dict[str, Any]:
+    """``run`` once the method is built and the folder is this process's: provenance, then the stream (or the
+    unlearning job)."""
+    from clpet.results import ReadOnlyRunFolder, RunFolder
+
+    run_cfg, ctx = cfg.run, method.ctx
+    main_rank = distributed.is_main()
     folder = RunFolder(str(folder_path)) if main_rank else ReadOnlyRunFolder(str(folder_path))
 
     def log(line: str) -> None:
@@ -145,6 +157,9 @@ def run(cfg: Resolved, announce: Optional[Callable[[], None]] = None) -> Dict[st
     from clpet.provenance import append_record, record
 
     if main_rank:
+        partial = folder.remove_partial_writes()
+        if partial:
+            log(f"removed {len(partial)} partly written file(s) a killed run left: {', '.join(partial)}")
         append_record(folder, record(cfg, scenario, method, device))
 
     if getattr(method, "unlearning", False):

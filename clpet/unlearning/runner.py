@@ -118,6 +118,17 @@ def unlearn(run_dir: str, ids_file: str, log: Callable[[str], None] = print) -> 
     """``clpet unlearn RUN_DIR ids=FILE``: serve the requests of FILE (one per line) on a finished (or killed)
     unlearning run, from its checkpoint. Each served request is written atomically, so a killed ``unlearn`` leaves
     the model of the last served request; run the same command again to go on with the rest of the file."""
+    from clpet.config import ConfigError
+    from clpet.results import RunFolder, folder_lock
+
+    folder = RunFolder(run_dir)
+    if not folder.config_path.exists():
+        raise ConfigError(f"{run_dir} holds no run (no config.yaml)")
+    with folder_lock(run_dir):  # not while a run or another unlearn writes this folder
+        return _unlearn_locked(folder, run_dir, ids_file, log)
+
+
+def _unlearn_locked(folder: Any, run_dir: str, ids_file: str, log: Callable[[str], None]) -> Dict[str, Any]:
     import hashlib
 
     import yaml
@@ -125,13 +136,9 @@ def unlearn(run_dir: str, ids_file: str, log: Callable[[str], None] = print) -> 
 
     from clpet.config import ConfigError, one_line, validate
     from clpet.context import resolve_device
-    from clpet.results import RunFolder
     from clpet.runner import build_method, build_scenario
     from clpet.unlearning.requests import read_requests
 
-    folder = RunFolder(run_dir)
-    if not folder.config_path.exists():
-        raise ConfigError(f"{run_dir} holds no run (no config.yaml)")
     state = folder.load_checkpoint()
     if state is None or "unlearning" not in state:
         raise ConfigError(f"{run_dir} holds no unlearning checkpoint (run s3t, sisa or retrain there first)")
