@@ -165,6 +165,9 @@ def rewrite_overrides(args: List[str]) -> List[str]:
     for arg in args:
         key, sep, value = arg.partition("=")
         bare = key.lstrip("+~")
+        if key.startswith("~") and bare not in GROUPS:  # ``~method`` / ``~scenario``: validate() names what is missing
+            raise ConfigError(f"'{arg}': deleting a key is not supported (the run would silently take its default); "
+                              f"set it instead: {bare}=VALUE")
         if sep and bare in GROUPS and key == bare:
             for choice in value.split(","):
                 if choice and not any(ch in choice for ch in "()[]{}*$"):
@@ -243,9 +246,19 @@ def _validate(cfg: DictConfig) -> Resolved:
         backbone = _typed(BACKBONES, bb, "backbone")
     except UnknownNameError as exc:
         raise ConfigError(str(exc)) from None
-    top = {k: cfg[k] for k in (f.name for f in fields(RunConfig)) if k not in ("defaults", "scenario", "method", "backbone")}
-    top = {k: OmegaConf.to_container(v, resolve=True) if isinstance(v, (DictConfig, ListConfig)) else v
-           for k, v in top.items()}  # plain values (``deletions`` is a mapping that may hold lists)
+    valid = [f.name for f in fields(RunConfig) if f.name != "defaults"]
+    unknown = sorted(set(cfg.keys()) - set(valid))
+    if unknown:  # ``+key=value`` adds a top-level key no part of clpet reads
+        close = difflib.get_close_matches(unknown[0], valid, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"unknown key '{unknown[0]}'{hint}; valid top-level keys: {', '.join(valid)}")
+    try:
+        top = {k: cfg[k] for k in valid if k not in ("scenario", "method", "backbone")}
+        top = {k: OmegaConf.to_container(v, resolve=True) if isinstance(v, (DictConfig, ListConfig)) else v
+               for k, v in top.items()}  # plain values (``deletions`` is a mapping that may hold lists)
+    except OmegaConfBaseException as exc:  # e.g. an interpolation that does not resolve to the key's type
+        key = getattr(exc, "full_key", None)
+        raise ConfigError(f"{key}: {one_line(exc)}" if key else one_line(exc)) from None
     run = RunConfig(**top)
     try:
         resolve_precision(run.precision, resolve_device(run.device))
@@ -269,8 +282,14 @@ def _validate(cfg: DictConfig) -> Resolved:
                           "plots/deletion_cost.png hold the run)")
     if run.objective not in OBJECTIVES:
         raise ConfigError(f"unknown objective '{run.objective}'; valid: {', '.join(OBJECTIVES)}")
-    if run.image_cache_mb < 0:
+    if not run.image_cache_mb >= 0:  # NaN too
         raise ConfigError(f"image_cache_mb must be >= 0 (0 turns the decoded-image cache off), got {run.image_cache_mb}")
+    if run.out_dir is not None:
+        if not str(run.out_dir).strip():
+            raise ConfigError("out_dir is empty; give the run folder a path, or leave the key out for "
+                              "runs/<scenario>_<method>_s<seed>_<time>")
+        if Path(os.path.expanduser(run.out_dir)).is_file():
+            raise ConfigError(f"out_dir {run.out_dir} is a file; the run folder must be a folder")
     if run.resume and not run.out_dir:
         raise ConfigError("resume=true needs out_dir=PATH (the run folder to continue)")
     if run.data_root is not None:

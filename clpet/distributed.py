@@ -145,7 +145,10 @@ def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
     if not active():
         return
     params = [p for p in params if p.requires_grad]
-    has = torch.tensor([p.grad is not None for p in params], dtype=torch.int32)
+    if not params:
+        return
+    # on the parameters' device: NCCL reduces CUDA tensors only
+    has = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=params[0].device)
     _dist().all_reduce(has)  # same list on every rank, so the same parameters are reduced everywhere
     live = [p for p, h in zip(params, has.tolist()) if h > 0]
     for p in live:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List
 
+import torch
 from torch import nn
 
 from clpet import distributed
@@ -36,19 +37,27 @@ def requested(flag: bool) -> bool:
 
 
 def check(method: Any, backbone: Any) -> None:
-    """One ``ValueError`` line unless this run can shard its backbone: more than one process, a language model
-    with named transformer blocks, a method that trains adapters only and runs data-parallel."""
+    """One ``ValueError`` line unless this run can shard its backbone: more than one process, a decoder-only
+    language model with named transformer blocks, an LM method that trains adapters only and runs data-parallel.
+    Encoder-decoder models are refused: their encoder is called on its own (``get_encoder()``, also inside
+    ``generate``), which skips the root's gather, so the shared embedding would stay sharded."""
+    from clpet.methods.lm_base import LMMethod
+
+    asked = "shard_backbone=true (or accelerate launch --use_fsdp)"
     if not distributed.launched():
-        raise ValueError("shard_backbone=true shards the model across the ranks of torchrun / accelerate launch; "
-                         "this is one process")
-    if not getattr(backbone, "is_language_model", False):
-        raise ValueError(f"shard_backbone=true is for language-model backbones; got {type(backbone).__name__}")
+        raise ValueError(f"{asked} shards the model across the ranks of torchrun / accelerate launch; this is one "
+                         f"process")
+    if not getattr(backbone, "is_language_model", False) or not isinstance(method, LMMethod):
+        raise ValueError(f"{asked} is for the language-model methods on language-model backbones; got method "
+                         f"'{method.cfg.name}' on {type(backbone).__name__}")
+    if backbone.seq2seq:
+        raise ValueError(f"{asked}: encoder-decoder models ({type(backbone.model).__name__}) are not sharded; use a "
+                         f"decoder-only model or run unsharded")
     if method.trains_backbone:
-        raise ValueError(f"method '{method.cfg.name}' trains the backbone's own weights; shard_backbone=true shards "
-                         f"frozen weights only (use an adapter method, e.g. seq-lora)")
+        raise ValueError(f"method '{method.cfg.name}' trains the backbone's own weights; {asked} shards frozen "
+                         f"weights only (use an adapter method, e.g. seq-lora)")
     if not block_classes(backbone.model):
-        raise ValueError(f"shard_backbone=true: {type(backbone.model).__name__} names no transformer blocks "
-                         f"(_no_split_modules)")
+        raise ValueError(f"{asked}: {type(backbone.model).__name__} names no transformer blocks (_no_split_modules)")
 
 
 def block_classes(model: nn.Module) -> List[str]:
@@ -57,10 +66,10 @@ def block_classes(model: nn.Module) -> List[str]:
     return sorted({type(m).__name__ for m in model.modules() if type(m).__name__ in names})
 
 
-def shard_frozen_weights(model: nn.Module) -> Dict[str, int]:
+def shard_frozen_weights(model: nn.Module) -> Dict[str, Any]:
     """FSDP2-shard every frozen parameter of ``model`` across the process group, block by block, then the rest at
     the root; trainable parameters are left whole (``ignored_params``). Returns what was sharded:
-    ``blocks``, ``frozen`` (elements sharded in all), ``per_rank`` (elements this rank keeps of them)."""
+    ``blocks``, ``frozen`` (elements sharded in all), ``per_rank`` (the elements each rank keeps of them)."""
     from torch.distributed.fsdp import fully_shard
 
     trainable = {p for p in model.parameters() if p.requires_grad}
@@ -72,18 +81,15 @@ def shard_frozen_weights(model: nn.Module) -> Dict[str, int]:
     # the root too (FSDP's default keeps it gathered after a forward): otherwise rank 0 alone, writing the
     # checkpoint (state_dict reshards), would change the root's state, and the ranks' next gathers would differ
     fully_shard(model, ignored_params=trainable, reshard_after_forward=True)
-    per_rank = sum(p.to_local().numel() for p in model.parameters() if hasattr(p, "to_local"))
+    held = sum(p.to_local().numel() for p in model.parameters() if hasattr(p, "to_local"))
+    per_rank: List[Any] = [None] * distributed.world_size()
+    torch.distributed.all_gather_object(per_rank, held)
     distributed.set_lockstep(True)
-    return {"blocks": len(blocks), "frozen": frozen, "per_rank": per_rank}
+    return {"blocks": len(blocks), "frozen": frozen, "per_rank": [int(n) for n in per_rank]}
 
 
-def describe(info: Dict[str, int]) -> str:
-    world = distributed.world_size()
-    return (f"shard_backbone: {info['frozen']:,} frozen weights sharded over {world} ranks in {info['blocks']} blocks "
-            f"+ root; this rank holds {info['per_rank']:,}")
-
-
-def sharded(model: nn.Module) -> bool:
-    """Whether ``model`` holds FSDP-sharded parameters (DTensors)."""
-    return any(hasattr(p, "to_local") for p in model.parameters())
+def describe(info: Dict[str, Any]) -> str:
+    held = ", ".join(f"{n:,}" for n in info["per_rank"])
+    return (f"shard_backbone: {info['frozen']:,} frozen weights sharded over {len(info['per_rank'])} ranks in "
+            f"{info['blocks']} blocks + root; the ranks hold {held}")
 

@@ -62,8 +62,8 @@ class LAEConfig(MethodConfig):
             raise ValueError(f"LAE head_init_std must be a finite number > 0; got {self.head_init_std}")
         if not list(self.blocks) or any(b < 0 for b in self.blocks) or len(set(self.blocks)) != len(self.blocks):
             raise ValueError(f"LAE blocks must be distinct non-negative block indices; got {list(self.blocks)}")
-        if self.num_freeze_epochs < 0 or not 0.0 <= self.ema_decay <= 1.0:
-            raise ValueError(f"need num_freeze_epochs >= 0 and 0 <= ema_decay <= 1; got "
+        if self.num_freeze_epochs < 0 or not 0.0 <= self.ema_decay < 1.0:  # 1: the offline expert never moves
+            raise ValueError(f"need num_freeze_epochs >= 0 and 0 <= ema_decay < 1; got "
                              f"{self.num_freeze_epochs}, {self.ema_decay}")
 
 

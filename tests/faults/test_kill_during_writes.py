@@ -1,8 +1,8 @@
-"""A run SIGKILLed while it writes its checkpoint or its metrics (tests/faults/killer.py: half of the new bytes in
-the temporary file, or all of them before the rename) resumes to the uninterrupted run's numbers bit for bit on
-the CPU, for a trained classification backbone (finetune), a PET method with an EMA expert (LAE, prefix and LoRA
-on a tiny text encoder) and a language-model method with a replay buffer (I-LoRA). The torn temporary file is
-never read: the folder keeps the previous checkpoint, and the resumed run deletes the leftover and says so."""
+"""A run SIGKILLed anywhere -- in an optimizer step, in an inference pass, halfway through writing its checkpoint,
+or with its new metrics.json written but not renamed (tests/faults/killer.py) -- resumes to the uninterrupted
+run's numbers bit for bit on the CPU. Every method family and PET kind gets at least one moment; the torn
+temporary file of a cut write is never read: the folder keeps the previous checkpoint, and the resumed run
+deletes the leftover and says so. (tests/test_checkpoint.py stops every method between experiences in-process.)"""
 import json
 import os
 import signal
@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from clpet.cli import main
 from clpet.results import load_checkpoint
@@ -19,48 +20,59 @@ from tests.scenario_fixtures import write_text_csv, write_text_tasks
 ROOT = Path(__file__).resolve().parents[2]
 QUIET = ["plots=false", "progress=false"]
 NUMBERS = ("acc_matrix", "A_t", "A_last", "A_avg", "forgetting", "bwt", "plasticity", "n_experiences_done")
+TORN_CHECKPOINT, UNRENAMED_METRICS = "write:checkpoint.pt:2:half", "write:metrics.json:2:before-rename"
+TEXT = ["scenario=text-csv", "scenario.increment=2", "backbone.name=tiny-text"]
+LAE = ["method=lae", "method.blocks=[0,1]", "method.optim.epochs=2", "method.num_freeze_epochs=1"]
+LM = ["scenario=text-tasks", "backbone.name=tiny-llama", "method.optim.epochs=2", "method.optim.batch_size=4"]
+
+# family -> (overrides, data kind, the moments it is killed at: each after the run's first checkpoint and before
+# its end -- ADAM trains in its first experience only, so it dies in an evaluation)
+FAMILIES = {
+    "finetune": (["scenario=synthetic", "method=finetune", "method.optim.epochs=2"], None,
+                 [TORN_CHECKPOINT, UNRENAMED_METRICS, "step:9"]),
+    "simplecil": (["scenario=synthetic", "method=simplecil"], None, ["eval:4"]),
+    "adam-adapter": ([*TEXT, "method=adam", "method.optim.epochs=2", "method.bottleneck=4"], "csv", ["eval:6"]),
+    "lae-adapter": ([*TEXT, *LAE, "method.pet=adapter"], "csv", ["step:4"]),
+    "lae-prefix": ([*TEXT, *LAE, "method.pet=prefix"], "csv", [TORN_CHECKPOINT]),
+    "lae-lora": ([*TEXT, *LAE, "method.pet=lora"], "csv", ["eval:5"]),
+    "seq-lora": ([*LM, "method=seq-lora", "method.lora.rank=2"], "tasks", [TORN_CHECKPOINT]),
+    "ilora": ([*LM, "method=ilora", "method.buffer_size=5"], "tasks", ["step:12", UNRENAMED_METRICS]),
+    "conpet-dynamic": ([*LM, "method=conpet-dynamic", "method.steps_per_epoch=3"], "tasks", ["step:8"]),
+    "olora": ([*LM, "method=olora", "method.lora.rank=2"], "tasks", ["eval:5"]),
+    "osft": ([*LM, "method=osft"], "tasks", ["step:7"]),
+    "migu": ([*LM, "method=migu"], "tasks", [TORN_CHECKPOINT]),
+}
 
 
-def family(name: str, data: Path) -> list:
-    return {
-        "finetune": ["scenario=synthetic", "method=finetune", "method.optim.epochs=2"],
-        "lae-prefix": ["scenario=text-csv", f"data_root={write_text_csv(data)}", "method=lae", "method.pet=prefix",
-                       "backbone.name=tiny-text", "method.blocks=[0,1]", "method.optim.epochs=2",
-                       "method.num_freeze_epochs=1"],
-        "lae-lora": ["scenario=text-csv", f"data_root={write_text_csv(data)}", "method=lae", "method.pet=lora",
-                     "backbone.name=tiny-text", "method.blocks=[0,1]", "method.optim.epochs=2",
-                     "method.num_freeze_epochs=1"],
-        "ilora": ["scenario=text-tasks", f"data_root={write_text_tasks(data)}", "method=ilora",
-                  "backbone.name=tiny-llama", "method.optim.epochs=2", "method.optim.batch_size=4"],
-    }[name]
-
-
-# (file, its n-th write, how far the write got): the first checkpoint torn halfway, the second metrics.json
-# complete but not renamed (the metrics of experience 2 lost, the checkpoint of experience 1 kept)
-KILLS = [("checkpoint.pt", 1, "half"), ("metrics.json", 2, "before-rename")]
+def overrides(name: str, tmp_path: Path) -> list:
+    args, data, _ = FAMILIES[name]
+    root = {"csv": write_text_csv, "tasks": write_text_tasks}[data](tmp_path / "data") if data else None
+    return [*args, *([f"data_root={root}"] if root else []), *QUIET]
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("name", ["finetune", "lae-prefix", "lae-lora", "ilora"])
-def test_a_run_killed_while_writing_resumes_to_the_uninterrupted_numbers(tmp_path, name, capsys):
-    args = family(name, tmp_path / "data")
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_a_run_killed_at_any_moment_resumes_to_the_uninterrupted_numbers(tmp_path, name, capsys):
+    args = overrides(name, tmp_path)
     full = tmp_path / "full"
-    assert main(["run", *args, *QUIET, f"out_dir={full}"]) == 0
+    assert main(["run", *args, f"out_dir={full}"]) == 0
     expected = json.loads((full / "metrics.json").read_text())
-    for target, n, when in KILLS:
-        cut = tmp_path / f"cut-{target}-{n}"
-        killed = subprocess.run([sys.executable, str(ROOT / "tests" / "faults" / "killer.py"), target, str(n), when,
-                                 "run", *args, *QUIET, f"out_dir={cut}"], cwd=tmp_path, capture_output=True,
-                                text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-        torn = [p.name for p in cut.glob(f".{target}.*.tmp")]
-        assert len(torn) == 1  # the write was cut: its temporary file is left, as after a power cut
-        if (cut / "checkpoint.pt").exists():
-            load_checkpoint(cut / "checkpoint.pt")  # the previous one, whole
+    for spec in FAMILIES[name][2]:
+        cut = tmp_path / f"cut-{spec.replace(':', '-')}"
+        killed = subprocess.run([sys.executable, str(ROOT / "tests" / "faults" / "killer.py"), spec, "run", *args,
+                                 f"out_dir={cut}"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert killed.returncode == -signal.SIGKILL, (spec, killed.stderr[-2000:])  # it died where the spec says
+        saved = torch.load(cut / "checkpoint.pt", weights_only=True)
+        assert saved["next_experience"] >= 1, spec  # after the first checkpoint: the resume has work to skip
+        torn = [p.name for p in cut.glob(".*.tmp")]
+        assert len(torn) == (1 if spec.startswith("write:") else 0), spec
+        load_checkpoint(cut / "checkpoint.pt")  # the last whole checkpoint, its checksum intact
         capsys.readouterr()
-        assert main(["run", *args, *QUIET, f"out_dir={cut}", "resume=true"]) == 0
-        assert f"partly written file(s) a killed run left: {torn[0]}" in capsys.readouterr().out
+        assert main(["run", *args, f"out_dir={cut}", "resume=true"]) == 0
+        if torn:
+            assert f"partly written file(s) a killed run left: {torn[0]}" in capsys.readouterr().out
         assert not list(cut.glob(".*.tmp"))
         got = json.loads((cut / "metrics.json").read_text())
         for key in NUMBERS:
-            assert got[key] == expected[key], (target, key)
+            assert got[key] == expected[key], (spec, key)
