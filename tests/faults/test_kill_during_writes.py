@@ -1,6 +1,7 @@
 """A run SIGKILLed anywhere -- in an optimizer step, in an inference pass, halfway through writing its checkpoint,
 or with its new metrics.json written but not renamed (tests/faults/killer.py) -- resumes to the uninterrupted
-run's numbers bit for bit on the CPU. Every method family and PET kind gets at least one moment; the torn
+run's numbers bit for bit on the CPU. Every method family and PET kind gets at least one moment, and the
+synthetic finetune run five more drawn at random (fixed seed) from all of its steps, passes and writes; the torn
 temporary file of a cut write is never read: the folder keeps the previous checkpoint, and the resumed run
 deletes the leftover and says so. (tests/test_checkpoint.py stops every method between experiences in-process.)"""
 import json
@@ -10,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -50,14 +52,25 @@ def overrides(name: str, tmp_path: Path) -> list:
     return [*args, *([f"data_root={root}"] if root else []), *QUIET]
 
 
+def random_moments(n: int, seed: int = 0) -> list:
+    """``n`` kill moments of the synthetic finetune run (3 experiences: 24 optimizer steps, 6 inference passes,
+    3 writes of each run file) drawn with a fixed seed, all after its first checkpoint."""
+    rng = np.random.default_rng(seed)
+    pool = ([f"step:{k}" for k in range(9, 25)] + [f"eval:{k}" for k in range(2, 7)]
+            + [f"write:{f}:{k}:{w}" for f in ("checkpoint.pt", "metrics.json", "acc_matrix.csv") for k in (2, 3)
+               for w in ("half", "before-rename")])
+    return [str(m) for m in rng.choice(pool, size=n, replace=False)]
+
+
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("name", list(FAMILIES))
+@pytest.mark.parametrize("name", [*FAMILIES, "finetune-random"])
 def test_a_run_killed_at_any_moment_resumes_to_the_uninterrupted_numbers(tmp_path, name, capsys):
-    args = overrides(name, tmp_path)
+    moments = random_moments(5) if name == "finetune-random" else FAMILIES[name][2]
+    args = overrides(name.replace("-random", ""), tmp_path)
     full = tmp_path / "full"
     assert main(["run", *args, f"out_dir={full}"]) == 0
     expected = json.loads((full / "metrics.json").read_text())
-    for spec in FAMILIES[name][2]:
+    for spec in moments:
         cut = tmp_path / f"cut-{spec.replace(':', '-')}"
         killed = subprocess.run([sys.executable, str(ROOT / "tests" / "faults" / "killer.py"), spec, "run", *args,
                                  f"out_dir={cut}"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
