@@ -280,6 +280,9 @@ def _validate(cfg: DictConfig) -> Resolved:
     if run.logger and getattr(METHODS.get(method.name), "unlearning", False):
         raise ConfigError(f"logger= is not supported for the unlearning method {method.name} (its metrics.json and "
                           "plots/deletion_cost.png hold the run)")
+    if run.eval_future and getattr(METHODS.get(method.name), "unlearning", False):
+        raise ConfigError(f"eval_future=true does nothing for the unlearning method {method.name} (it trains once on "
+                          "the whole stream: there are no future experiences)")
     if run.objective not in OBJECTIVES:
         raise ConfigError(f"unknown objective '{run.objective}'; valid: {', '.join(OBJECTIVES)}")
     if not run.image_cache_mb >= 0:  # NaN too

@@ -130,6 +130,8 @@ def test_precision_is_recorded(in_tmp):
     ("method=lae method.rank=-3", "LAE rank must be positive"),
     ("method=lae method.blocks=[]", "LAE blocks must be distinct"),
     ("method=adam method.bottleneck=0", "ADAM bottleneck and prompt_length must be positive"),
+    ("method=s3t eval_future=true", "eval_future=true does nothing for the unlearning method s3t"),
+    ("method=finetune deletions.kind=uniform", "deletion requests"),
 ])
 def test_bad_values_named_by_outside_testing_fail_in_one_line(in_tmp, capsys, override, message):
     assert main(["run", "scenario=synthetic", "progress=false", f"out_dir={in_tmp / 'x'}", *override.split()]) == 2
