@@ -2,7 +2,7 @@
 or with its new metrics.json written but not renamed (tests/faults/killer.py) -- resumes to the uninterrupted
 run's numbers bit for bit on the CPU (an unlearning run: its accuracy before and after every deletion request).
 Every method family and PET kind gets at least one moment, and the
-synthetic finetune run five more drawn at random (fixed seed) from all of its steps, passes and writes; the torn
+synthetic finetune run three more drawn at random (fixed seed) from all of its steps, passes and writes; the torn
 temporary file of a cut write is never read: the folder keeps the previous checkpoint, and the resumed run
 deletes the leftover and says so. (tests/test_checkpoint.py stops every method between experiences in-process.)"""
 import json
@@ -85,7 +85,7 @@ def random_moments(n: int, seed: int = 0) -> list:
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("name", [*FAMILIES, "finetune-random"])
 def test_a_run_killed_at_any_moment_resumes_to_the_uninterrupted_numbers(tmp_path, name, capsys):
-    moments = random_moments(5) if name == "finetune-random" else FAMILIES[name][2]
+    moments = random_moments(3) if name == "finetune-random" else FAMILIES[name][2]
     args = overrides(name.replace("-random", ""), tmp_path)
     full = tmp_path / "full"
     assert main(["run", *args, f"out_dir={full}"]) == 0
