@@ -277,10 +277,11 @@ def _validate(cfg: DictConfig) -> Resolved:
         run.logger = check_loggers(run.logger)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    if run.logger and getattr(METHODS.get(method.name), "unlearning", False):
+    unlearning = getattr(METHODS.get(method.name), "unlearning", False)
+    if run.logger and unlearning:
         raise ConfigError(f"logger= is not supported for the unlearning method {method.name} (its metrics.json and "
                           "plots/deletion_cost.png hold the run)")
-    if run.eval_future and getattr(METHODS.get(method.name), "unlearning", False):
+    if run.eval_future and unlearning:
         raise ConfigError(f"eval_future=true does nothing for the unlearning method {method.name} (it trains once on "
                           "the whole stream: there are no future experiences)")
     if run.objective not in OBJECTIVES:

@@ -199,8 +199,8 @@ def load_metrics(run_dir: str | os.PathLike) -> dict:
         raise RunFileError(f"{path} is not valid JSON (truncated or corrupted?): {str(e).splitlines()[0]}") from None
     if not isinstance(metrics, dict):
         raise RunFileError(f"{path} is corrupted: not a JSON object")
-    if CHECKSUM_KEY in metrics and _json_digest({k: v for k, v in metrics.items() if k != CHECKSUM_KEY}) != \
-            metrics.pop(CHECKSUM_KEY):
+    expected = metrics.pop(CHECKSUM_KEY, None)
+    if expected is not None and _json_digest(metrics) != expected:
         raise RunFileError(f"{path} is corrupted: its content does not match its SHA-256; not loaded")
     return metrics
 

@@ -9,8 +9,8 @@ experience, and score task t + 1 after learning task t, so forward transfer (FWT
 from __future__ import annotations
 
 import random
-from contextlib import nullcontext
 import time
+from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional

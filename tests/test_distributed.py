@@ -196,8 +196,8 @@ def test_a_killed_two_rank_run_resumes_to_the_uninterrupted_numbers(tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     done = clpet(["run", *overrides, *QUIET, f"out_dir={full}"], 2, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    killed = subprocess.run([*TORCHRUN, str(ROOT / "tests" / "ddp_killed_rank.py"), "1", "run", *overrides, *QUIET,
-                             f"out_dir={cut}"], cwd=tmp_path, env=ENV, capture_output=True, text=True,
+    killed = subprocess.run([*TORCHRUN, str(ROOT / "tests" / "faults" / "killer.py"), "learn:1", "run", *overrides,
+                             *QUIET, f"out_dir={cut}"], cwd=tmp_path, env=ENV, capture_output=True, text=True,
                             timeout=300)
     assert killed.returncode == -signal.SIGKILL
     assert torch.load(cut / "checkpoint.pt", weights_only=True)["next_experience"] == 1

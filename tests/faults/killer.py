@@ -6,6 +6,11 @@ with no chance to clean up, as on a power cut:
   (the whole temporary file written and fsynced, the rename not done). The temporary file stays behind.
 - ``step:N`` -- at its N-th optimizer step (training), before the update is applied.
 - ``eval:N`` -- at its N-th inference pass over a sample set (evaluation, feature extraction).
+- ``learn:N`` -- as it starts to learn experience N (rank 0 under torchrun, after it wrote the checkpoint of
+  experience N - 1).
+
+Under torchrun the signal goes to the launcher (the parent) and to the ranks (torch's elastic agent starts them
+in a process group of their own): the whole job dies at once, as a node that loses power.
 """
 import io
 import os
@@ -17,11 +22,26 @@ import clpet.methods.base as method_base
 import clpet.methods.lm_base as lm_base
 import clpet.results as results
 import clpet.training as training
+from clpet import distributed
 from clpet.cli import main
 
 
 def die() -> None:
+    if distributed.launched():
+        os.kill(os.getppid(), signal.SIGKILL)
+        os.killpg(os.getpgid(0), signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def dies_learning(n: int) -> None:
+    real = method_base.Method.learn_experience  # every method's class learns through it
+
+    def learn_experience(self, exp):
+        if exp.index == n and distributed.is_main():
+            die()
+        return real(self, exp)
+
+    method_base.Method.learn_experience = learn_experience
 
 
 def on_nth_call(owner, name: str, n: int, counter: dict) -> None:
@@ -66,6 +86,8 @@ def install(spec: str) -> None:
         torn_writes(rest[0], int(rest[1]), rest[2])
     elif kind == "step":
         on_nth_call(training, "update", int(rest[0]), {"n": 0})
+    elif kind == "learn":
+        dies_learning(int(rest[0]))
     elif kind == "eval":
         counter = {"n": 0}
         on_nth_call(method_base, "map_loader", int(rest[0]), counter)
