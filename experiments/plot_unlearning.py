@@ -4,7 +4,9 @@ finished runs of an unlearning grid (``experiments/unlearning_wordnet.yaml``), s
     .venv/bin/python experiments/plot_unlearning.py experiments/runs/unlearning_wordnet/wordnet --seed 0 \\
         --out experiments/results/unlearning_wordnet.png
 
-Reads ``<folder>/<variant>/seed<k>/metrics.json`` (``clpet.plots.plot_deletion_cost`` draws them).
+Reads ``<folder>/<variant>/seed<k>/metrics.json`` (``clpet.plots.plot_deletion_cost`` draws them): the run folders,
+or the grid's committed records (``experiments/results/records/unlearning_wordnet/wordnet``), which hold the same
+``metrics.json``.
 """
 from __future__ import annotations
 

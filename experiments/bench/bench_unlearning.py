@@ -3,6 +3,8 @@ the finished runs of an unlearning grid (each request's retraining is timed by t
 
     .venv/bin/python experiments/bench/bench_unlearning.py experiments/runs/unlearning_wordnet/wordnet
 
+(or on the grid's committed records, ``experiments/results/records/unlearning_wordnet/wordnet``: the same files).
+
 Per variant: the mean and maximum retraining seconds per request over every request of every finished seed, the
 accuracy after the last request, and the ratio of full retraining's mean to the variant's. The grid must run alone
 on the machine (these are wall times).
