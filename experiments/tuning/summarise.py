@@ -1,13 +1,15 @@
-"""Summarise ``offline_defaults.sh``: every Optuna trial (validation numbers), the values each search chose, and
-the test-split runs of the chosen values beside the current defaults and SimpleCIL.
+"""Summarise a validation search script (``offline_defaults.sh``, ``replay_defaults.sh``): every Optuna trial
+(validation numbers), the values each search chose, and the test-split runs of the chosen values beside the current
+defaults.
 
     .venv/bin/python experiments/tuning/summarise.py [--sweeps runs/tuning] [--tests experiments/runs/tuning]
+        [--searches adam_wordnet lae_wordnet] [--scores A_last A_avg] [--metrics A_last ...] [--out FILE]
 
-Reads ``<sweeps>/<method>_wordnet/<trial>/{config.yaml,metrics.json}`` and ``optimization_results.yaml``, and
-``<tests>/<label>/seed<k>/metrics.json``; copies each finished test run's record to
-``experiments/results/records/tuning/`` (as ``run_grid.py`` does) and writes ``experiments/results/offline_tuning.md``
-with the machine and the code commit. The reading under the tables is written by hand after the runs
-(``--reading FILE``, kept in ``experiments/tuning/reading.md``).
+Reads ``<sweeps>/<method>_<scenario>/<trial>/{config.yaml,metrics.json}`` and ``optimization_results.yaml`` of
+each search named, and ``<tests>/<label>/seed<k>/metrics.json`` unless ``--tests ""``; copies each finished
+test run's record to ``experiments/results/records/tuning/`` (as ``run_grid.py`` does) and writes the markdown
+(``--out``) with the machine and the code commit. The reading under the tables is written by hand after the runs
+(``--reading FILE``). The defaults are those of ``offline_defaults.sh`` (ADAM and LAE on WordNet).
 """
 from __future__ import annotations
 
@@ -61,25 +63,30 @@ def commits_of(run_dir: Path) -> List[str]:
     return [str(entry.get("code", {}).get("commit")) for entry in json.loads(made.read_text())]
 
 
-def trials_table(sweep: Path, commits: List[str]) -> List[str]:
-    """One row per trial: its swept values and validation A_last / A_avg; the best trial marked."""
+def trials_table(sweep: Path, commits: List[str], scores: List[str]) -> List[str]:
+    """One row per trial: its swept values, its validation objective (the ``objective`` key of the trials'
+    config) and the other validation ``scores``."""
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     keys = [plain(k) for k in best["best_params"]]
+    trials = sorted((p for p in sweep.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    configs = {t: yaml.safe_load((t / "config.yaml").read_text()) for t in trials if (t / "config.yaml").is_file()}
+    objective = next((c.get("objective", "A_last") for c in configs.values()), "A_last")
+    scores = [objective, *(k for k in scores if k != objective)]
     rows = []
-    for trial in sorted((p for p in sweep.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)):
+    for trial in trials:
         if not (trial / "metrics.json").is_file():
-            rows.append((int(trial.name), [None] * len(keys), None, None))
+            rows.append((int(trial.name), [None] * len(keys), [None] * len(scores)))
             continue
         commits += commits_of(trial)
-        cfg = yaml.safe_load((trial / "config.yaml").read_text())
         m = json.loads((trial / "metrics.json").read_text())
-        rows.append((int(trial.name), [dotted(cfg, k) for k in keys], m.get("A_last"), m.get("A_avg")))
+        rows.append((int(trial.name), [dotted(configs.get(trial, {}), k) for k in keys], [m.get(k) for k in scores]))
     lines = [f"Best: {', '.join(f'`{plain(k)}={fmt(v)}`' for k, v in best['best_params'].items())} "
-             f"(validation A_last {best['best_value']:.2f}).", "",
-             "| trial | " + " | ".join(keys) + " | val A_last | val A_avg |", "|" + "---|" * (len(keys) + 3)]
-    for num, values, a_last, a_avg in rows:
-        scores = " | ".join("–" if v is None else f"{v:.2f}" for v in (a_last, a_avg))
-        lines.append(f"| {num} | " + " | ".join(fmt(v) for v in values) + f" | {scores} |")
+             f"(validation {objective} {best['best_value']:.2f}).", "",
+             "| trial | " + " | ".join(keys) + " | " + " | ".join(f"val {k}" for k in scores) + " |",
+             "|" + "---|" * (len(keys) + len(scores) + 1)]
+    for num, values, got in rows:
+        cells = " | ".join("–" if v is None else f"{v:.2f}" for v in got)
+        lines.append(f"| {num} | " + " | ".join(fmt(v) for v in values) + f" | {cells} |")
     return lines
 
 
@@ -92,9 +99,9 @@ def kept_record(run_dir: Path):
     return run_dir if done else None
 
 
-def test_table(tests: Path, commits: List[str]) -> List[str]:
+def test_table(tests: Path, commits: List[str], metrics: List[str]) -> List[str]:
     """Mean ± sample std over seeds per label of the test-split runs (their commits added to ``commits``)."""
-    lines = ["| run | n | " + " | ".join(METRICS) + " |", "|" + "---|" * (len(METRICS) + 2)]
+    lines = ["| run | n | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 2)]
     for label in sorted(p for p in tests.iterdir() if p.is_dir()):
         runs = []
         for seed_dir in sorted(label.glob("seed*")):
@@ -104,36 +111,54 @@ def test_table(tests: Path, commits: List[str]) -> List[str]:
             runs.append(json.loads((record / "metrics.json").read_text()))
             commits += commits_of(record)
         cells = []
-        for key in METRICS:
+        for key in metrics:
             mean, std = mean_std([r.get(key) for r in runs])
             cells.append("–" if mean is None else f"{mean:.2f}" + ("" if std is None else f" ± {std:.2f}"))
         lines.append(f"| {label.name} | {len(runs)} | " + " | ".join(cells) + " |")
     return lines
 
 
+TITLE = "Offline schedules of ADAM and LAE chosen on validation data (issue \"Reproduce the papers by default\")"
+INTRO = ("WordNet supersenses with MiniLM-L6 (45 classes, 5 experiences of 9), Adapter PET. Searches: Hydra's "
+         "Optuna sweeper (TPE, sampler seed 0) with `scenario.val_fraction=0.2` (20% of each class's training "
+         "samples held out; the objective is validation A_last, the test split is never read). Test: the chosen "
+         "values, the current defaults and SimpleCIL on the test split, seeds 0-2, mean ± sample std.")
+
+
 def main(argv: List[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sweeps", default=str(ROOT / "runs" / "tuning"))
-    p.add_argument("--tests", default=str(ROOT / "experiments" / "runs" / "tuning"))
+    p.add_argument("--tests", default=str(ROOT / "experiments" / "runs" / "tuning"),
+                   help="test-split runs of the chosen values ('' for none)")
+    p.add_argument("--searches", nargs="+", default=["adam_wordnet", "lae_wordnet"],
+                   help="sweep folders under --sweeps, named <method>_<scenario>")
+    p.add_argument("--scores", nargs="+", default=["A_last", "A_avg"],
+                   help="validation numbers per trial beside the objective")
+    p.add_argument("--metrics", nargs="+", default=list(METRICS), help="columns of the test-split table")
+    p.add_argument("--title", default=TITLE)
+    p.add_argument("--intro", default=INTRO)
+    p.add_argument("--command", default="bash experiments/tuning/offline_defaults.sh")
     p.add_argument("--reading", default=str(ROOT / "experiments" / "tuning" / "reading.md"))
     p.add_argument("--out", default=str(ROOT / "experiments" / "results" / "offline_tuning.md"))
     args = p.parse_args(argv)
 
-    sweeps, tests = Path(args.sweeps), Path(args.tests)
-    out = ["# Offline schedules of ADAM and LAE chosen on validation data (issue \"Reproduce the papers by default\")",
-           "", "WordNet supersenses with MiniLM-L6 (45 classes, 5 experiences of 9), Adapter PET. Searches: Hydra's "
-           "Optuna sweeper (TPE, sampler seed 0) with `scenario.val_fraction=0.2` (20% of each class's training "
-           "samples held out; the objective is validation A_last, the test split is never read). Test: the chosen "
-           "values, the current defaults and SimpleCIL on the test split, seeds 0-2, mean ± sample std.", ""]
+    sweeps = Path(args.sweeps)
+    out = [f"# {args.title}", "", args.intro, ""]
     commits: List[str] = []
-    for sweep in sorted(p for p in sweeps.glob("*_wordnet") if (p / "optimization_results.yaml").is_file()):
-        out += [f"## Search: {sweep.name.removesuffix('_wordnet')} (validation split)", ""]
-        out += trials_table(sweep, commits) + [""]
-    table = test_table(tests, commits)
+    for name in args.searches:
+        sweep = sweeps / name
+        if not (sweep / "optimization_results.yaml").is_file():
+            out += [f"## Search: {name} (validation split)", "", "Not run yet.", ""]
+            continue
+        method, _, scenario = name.rpartition("_")
+        out += [f"## Search: {method} on {scenario} (validation split)", ""]
+        out += trials_table(sweep, commits, args.scores) + [""]
+    table = test_table(Path(args.tests), commits, args.metrics) if args.tests else []
     commits = list(dict.fromkeys(commits))
-    out += ["## Test split", "", *table, ""]
+    if table:
+        out += ["## Test split", "", *table, ""]
     machine = f"{cpu_name()} ({platform.machine()}), {os.cpu_count()} cores, Python {platform.python_version()}"
-    out += [f"Produced by `bash experiments/tuning/offline_defaults.sh` on {machine}, code at commit "
+    out += [f"Produced by `{args.command}` on {machine}, code at commit "
             f"{', '.join(commits) or code_commit(ROOT)}.", ""]
     reading = Path(args.reading)
     if reading.is_file():
