@@ -39,5 +39,5 @@ def test_trials_of_a_language_search_are_reported_by_their_own_objective(tmp_pat
     assert "Best: `method.optim.lr=0.001` (validation avg_task_acc 61.50)." in text
     assert "| trial | method.optim.lr | val avg_task_acc | val A_last |" in text
     assert "| 1 | 0.001 | 61.50 | 58.25 |" in text and "| 2 | – | – | – |" in text
-    assert "## Search: conpet-dynamic_wordnet (validation split)\n\nNot run yet." in text
+    assert "## Search: conpet-dynamic on wordnet (validation split)\n\nNot run yet." in text
     assert "## Test split" not in text and "Produced by `bash x.sh`" in text

@@ -13,25 +13,17 @@
 # experiments/results/offline_tuning.md from both (trials, chosen values, test table, machine, commit).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-CLPET="${CLPET:-.venv/bin/clpet}"
 WHICH="${1:-all}"
-# preset=none: the searches and the default runs start from methods/*.yaml, not from the presets they produced
-# (presets/adam/wordnet.yaml, presets/lae/wordnet.yaml)
-QUIET=(plots=false checkpoint=false progress=false preset=none)
-
-search() {  # method, trials, search-space overrides...
-  local method="$1" trials="$2"; shift 2
-  $CLPET run -m scenario=wordnet "method=$method" scenario.val_fraction=0.2 hydra/sweeper=optuna \
-    "hydra.sweeper.n_trials=$trials" hydra.sweeper.sampler.seed=0 "hydra.sweep.dir=runs/tuning/${method}_wordnet" \
-    "${QUIET[@]}" "$@"
-}
+# CLPET, QUIET (preset=none: the searches and the default runs start from methods/*.yaml, not from the presets
+# they produced, presets/adam/wordnet.yaml and presets/lae/wordnet.yaml) and search()
+source experiments/tuning/search.sh
 
 if [[ "$WHICH" == search || "$WHICH" == all ]]; then
   # ADAM: the first-experience adaptation (APER: SGD lr 0.01, 20 epochs, batch 48); the lr sets how far it moves
-  search adam 10 method.pet=adapter 'method.optim.lr=tag(log, interval(0.01, 0.5))' \
+  search adam wordnet 10 scenario.val_fraction=0.2 method.pet=adapter 'method.optim.lr=tag(log, interval(0.01, 0.5))' \
     'method.optim.epochs=choice(20, 40)'
   # LAE: lr and epochs per experience (the calibration epoch stays 1)
-  search lae 10 method.pet=adapter 'method.optim.lr=tag(log, interval(0.0003, 0.03))' \
+  search lae wordnet 10 scenario.val_fraction=0.2 method.pet=adapter 'method.optim.lr=tag(log, interval(0.0003, 0.03))' \
     'method.optim.epochs=choice(2, 4)'
 fi
 

@@ -16,7 +16,6 @@
 # experiments/tuning/summarise.py writes experiments/results/replay_tuning.md from the sweeps.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-CLPET="${CLPET:-.venv/bin/clpet}"
 WHICH="${1:-all}"
 shift || true
 SEARCHES=("$@")
@@ -26,14 +25,7 @@ for name in "${SEARCHES[@]}"; do
   [[ " ${KNOWN[*]} " == *" $name "* ]] || { echo "replay_defaults.sh: unknown search '$name' (${KNOWN[*]})" >&2; exit 2; }
 done
 [[ "$WHICH" =~ ^(search|summary|all)$ ]] || { echo "replay_defaults.sh: unknown step '$WHICH' (search, summary, all)" >&2; exit 2; }
-# preset=none: the searches start from methods/*.yaml, not from the presets they produced
-QUIET=(plots=false checkpoint=false progress=false preset=none)
-
-search() {  # method, scenario, trials, fixed and search-space overrides...
-  local method="$1" scenario="$2" trials="$3"; shift 3
-  $CLPET run -m "scenario=$scenario" "method=$method" hydra/sweeper=optuna "hydra.sweeper.n_trials=$trials" \
-    hydra.sweeper.sampler.seed=0 "hydra.sweep.dir=runs/tuning/${method}_${scenario}" "${QUIET[@]}" "$@"
-}
+source experiments/tuning/search.sh
 
 if [[ "$WHICH" == search || "$WHICH" == all ]]; then
   for name in "${SEARCHES[@]}"; do

@@ -147,11 +147,11 @@ def main(argv: List[str] | None = None) -> int:
     commits: List[str] = []
     for name in args.searches:
         sweep = sweeps / name
-        if not (sweep / "optimization_results.yaml").is_file():
-            out += [f"## Search: {name} (validation split)", "", "Not run yet.", ""]
-            continue
         method, _, scenario = name.rpartition("_")
         out += [f"## Search: {method} on {scenario} (validation split)", ""]
+        if not (sweep / "optimization_results.yaml").is_file():
+            out += ["Not run yet.", ""]
+            continue
         out += trials_table(sweep, commits, args.scores) + [""]
     table = test_table(Path(args.tests), commits, args.metrics) if args.tests else []
     commits = list(dict.fromkeys(commits))
