@@ -4,7 +4,9 @@ A preset is ``presets/<method>/<scenario>.yaml`` in clpet's config folder. ``clp
 method=lae`` applies ``presets/lae/imagenet-r.yaml`` (``preset: auto``, the default); ``preset=none`` turns it off;
 ``preset=lae/imagenet-r`` names one (it must be for the run's method and scenario). Every key the user sets on the
 command line wins over the preset's value, and the resolved config records which preset applied (``preset:``) and
-which of its keys the command line changed (``preset_overridden:``), so the run folder's ``config.yaml`` says so. The offline scenarios have no presets: they keep their CPU defaults.
+which of its keys the command line changed (``preset_overridden:``), so the run folder's ``config.yaml`` says so.
+The offline scenarios keep their CPU defaults, except where a schedule was chosen on validation data (the presets
+made by ``experiments/tuning/*.sh``, e.g. ``adam/wordnet``, ``ilora/lm-offline``).
 
 A preset file holds ``scenario``, ``method`` and ``backbone`` mappings (merged into those nodes), the top-level
 ``seed`` and ``precision``, and ``reported`` (the paper's numbers for that setting, each with the config values it

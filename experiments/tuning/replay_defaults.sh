@@ -10,10 +10,13 @@
 #   bash experiments/tuning/replay_defaults.sh [search|summary|all] [SEARCH ...]   (about 3 hours on 2 CPU cores)
 #
 # SEARCH: ilora_lm-offline, conpet-dynamic_wordnet, conpet-dynamic_lm-offline (default: all three). Sweeps go to
-# runs/tuning/<method>_<scenario>/ (optimization_results.yaml holds the best values); a stopped search is run
-# again from its first trial. The chosen values become presets (presets/<method>/<scenario>.yaml), and the test
-# numbers come from the grids that then run with them (experiments/lm_offline.yaml, experiments/conpet_wordnet.yaml).
-# experiments/tuning/summarise.py writes experiments/results/replay_tuning.md from the sweeps.
+# runs/tuning/<method>_<scenario>/ (optimization_results.yaml holds the best values), and each finished search's
+# trial records are copied to experiments/results/records/tuning/<method>_<scenario>/, which the summary reads.
+# With at most 10 trials every trial is one of TPE's 10 seeded start-up draws (random search, the same values on
+# every rerun): a stopped search run again skips its finished trials and starts the stopped one afresh.
+# The chosen values become presets (presets/<method>/<scenario>.yaml), and the test numbers come from the grids
+# that then run with them (experiments/lm_offline.yaml, experiments/conpet_wordnet.yaml).
+# experiments/tuning/summarise.py writes experiments/results/replay_tuning.md from the kept records.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 WHICH="${1:-all}"
@@ -46,11 +49,13 @@ if [[ "$WHICH" == search || "$WHICH" == all ]]; then
         search conpet-dynamic lm-offline 6 scenario.val_fraction=0.25 objective=avg_task_acc \
           'method.steps_per_epoch=choice(5, 10, 25)' 'method.optim.lr=tag(log, interval(0.0003, 0.003))' ;;
     esac
+    keep_sweep "$name"
   done
 fi
 
 if [[ "$WHICH" == summary || "$WHICH" == all ]]; then
-  .venv/bin/python experiments/tuning/summarise.py --searches "${SEARCHES[@]}" --scores A_last A_avg \
+  .venv/bin/python experiments/tuning/summarise.py --sweeps "$RECORDS" --searches "${SEARCHES[@]}" \
+    --scores A_last A_avg selector_acc wall_time_s \
     --tests "" --title "Offline schedules of I-LoRA and dynamic ConPET chosen on validation data" \
     --intro "Hydra's Optuna sweeper (TPE, sampler seed 0) on a validation split carved from the training data \
 (scenario.val_fraction: 0.25 on lm-offline, 2 of 8 prompts per label; 0.2 on WordNet); the test split is never \
