@@ -7,7 +7,7 @@
 # budget). Hydra's Optuna sweeper (TPE, sampler seed 0) searches each schedule with part of every class's (label's)
 # training samples held out (scenario.val_fraction; the test split is never read).
 #
-#   bash experiments/tuning/replay_defaults.sh [search|summary|all] [SEARCH ...]   (about 3 hours on 2 CPU cores)
+#   bash experiments/tuning/replay_defaults.sh [search|summary|all] [SEARCH ...]   (2 h 13 min on 2 CPU cores)
 #
 # SEARCH: ilora_lm-offline, conpet-dynamic_wordnet, conpet-dynamic_lm-offline (default: all three). Sweeps go to
 # runs/tuning/<method>_<scenario>/ (optimization_results.yaml holds the best values), and each finished search's

@@ -1,6 +1,7 @@
 # Sourced by the validation search scripts (offline_defaults.sh, replay_defaults.sh): one Optuna search of a
-# method's schedule on a scenario, its trials in runs/tuning/<method>_<scenario>/ (experiments/tuning/summarise.py
-# reads them there). The caller passes the validation split (scenario.val_fraction) and the search space.
+# method's schedule on a scenario, its trials in runs/tuning/<method>_<scenario>/, and keep_sweep, which copies a
+# finished search's records to $RECORDS (experiments/tuning/summarise.py reads either folder, --sweeps). The caller
+# passes the validation split (scenario.val_fraction) and the search space.
 CLPET="${CLPET:-.venv/bin/clpet}"
 # preset=none: the searches start from methods/*.yaml, not from the presets they produced
 QUIET=(plots=false checkpoint=false progress=false preset=none)
