@@ -46,22 +46,28 @@ def record_dir(out_dir: Path) -> Path:
     return ROOT / "experiments" / "results" / "records" / out_dir.relative_to(ROOT / "experiments" / "runs")
 
 
-def _finished_in(folder: Path) -> bool:
+def finished_in(folder: Path) -> bool:
+    """Whether ``folder`` holds the metrics of a run that went through its whole stream."""
     f = folder / "metrics.json"
     return f.exists() and run_finished(json.loads(f.read_text()))
+
+
+def copy_record(src: Path, dst: Path, names=RECORD_FILES) -> None:
+    """Copy the record files ``names`` that ``src`` has into ``dst`` (made when missing), each write atomic."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if (src / name).exists():
+            atomic_write_bytes(dst / name, (src / name).read_bytes())
 
 
 def finished_folder(out_dir: Path):
     """The record folder of a finished run (copied there when missing), else None."""
     record = record_dir(out_dir)
-    if _finished_in(record):
+    if finished_in(record):
         return record
-    if not _finished_in(out_dir):
+    if not finished_in(out_dir):
         return None
-    record.mkdir(parents=True, exist_ok=True)
-    for name in RECORD_FILES:
-        if (out_dir / name).exists():
-            atomic_write_bytes(record / name, (out_dir / name).read_bytes())
+    copy_record(out_dir, record)
     return record
 
 

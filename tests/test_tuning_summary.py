@@ -41,3 +41,22 @@ def test_trials_of_a_language_search_are_reported_by_their_own_objective(tmp_pat
     assert "| 1 | 0.001 | 61.50 | 58.25 |" in text and "| 2 | – | – | – |" in text
     assert "## Search: conpet-dynamic on wordnet (validation split)\n\nNot run yet." in text
     assert "## Test split" not in text and "Produced by `bash x.sh`" in text
+
+
+def test_keep_copies_the_result_and_only_the_finished_trials(tmp_path):
+    sweep = tmp_path / "runs" / "ilora_lm-offline"
+    _trial(sweep, 0, 1e-4, {"avg_task_acc": 40.0, "n_experiences_done": 5, "n_experiences": 5})
+    _trial(sweep, 1, 1e-3, {"avg_task_acc": 20.0, "n_experiences_done": 2, "n_experiences": 5})  # killed
+    (sweep / "0" / "provenance.json").write_text("[]")
+    (sweep / "2").mkdir()  # never wrote its metrics
+    (sweep / "multirun.yaml").write_text("{}")  # not a trial
+    records = tmp_path / "records"
+    args = ["--sweeps", str(sweep.parent), "--searches", "ilora_lm-offline", "--keep", str(records)]
+    assert _summarise().main(args) == 0
+    assert not (records / "ilora_lm-offline").exists()  # no optimization_results.yaml: the search is not done
+    (sweep / "optimization_results.yaml").write_text(yaml.safe_dump({"best_params": {"x": 1}, "best_value": 40.0}))
+    assert _summarise().main(args) == 0
+    kept = records / "ilora_lm-offline"
+    assert sorted(p.name for p in kept.iterdir()) == ["0", "optimization_results.yaml"]
+    assert sorted(p.name for p in (kept / "0").iterdir()) == ["config.yaml", "metrics.json", "provenance.json"]
+    assert (kept / "0" / "metrics.json").read_text() == (sweep / "0" / "metrics.json").read_text()

@@ -13,14 +13,7 @@ search() {  # method, scenario, trials, fixed and search-space overrides...
     hydra.sweeper.sampler.seed=0 "hydra.sweep.dir=runs/tuning/${method}_${scenario}" "${QUIET[@]}" "$@"
 }
 
-keep_sweep() {  # <method>_<scenario>: copy the search's result and each finished trial's config, metrics and
-  # provenance to $RECORDS/<method>_<scenario>/ (committed, so the summary can be rebuilt without runs/)
-  local name="$1" from="runs/tuning/$1" to="$RECORDS/$1" trial
-  [[ -f "$from/optimization_results.yaml" ]] || return 0
-  mkdir -p "$to" && cp "$from/optimization_results.yaml" "$to/"
-  for trial in "$from"/*/; do
-    trial="$(basename "$trial")"
-    [[ "$trial" =~ ^[0-9]+$ && -f "$from/$trial/metrics.json" ]] || continue
-    mkdir -p "$to/$trial" && cp "$from/$trial"/{config.yaml,metrics.json,provenance.json} "$to/$trial/"
-  done
+keep_sweep() {  # <method>_<scenario>: copy the finished search's result and each finished trial's config, metrics
+  # and provenance to $RECORDS/<method>_<scenario>/ (committed, so the summary can be rebuilt without runs/)
+  .venv/bin/python experiments/tuning/summarise.py --sweeps runs/tuning --searches "$1" --keep "$RECORDS" >/dev/null
 }

@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT / "experiments"))
 
 from clpet.compare import mean_std  # noqa: E402
 from clpet.provenance import code_commit, cpu_name  # noqa: E402
-from clpet.results import atomic_write_text, run_finished  # noqa: E402
-from run_grid import finished_folder  # noqa: E402
+from clpet.results import atomic_write_text  # noqa: E402
+from run_grid import copy_record, finished_folder, finished_in  # noqa: E402
 
 METRICS = ("A_last", "A_avg", "forgetting", "plasticity", "wall_time_s")
 
@@ -95,8 +95,20 @@ def kept_record(run_dir: Path):
     experiments/runs, the folder itself elsewhere; None while it is not finished."""
     if (ROOT / "experiments" / "runs") in run_dir.resolve().parents:
         return finished_folder(run_dir.resolve())
-    done = (run_dir / "metrics.json").is_file() and run_finished(json.loads((run_dir / "metrics.json").read_text()))
-    return run_dir if done else None
+    return run_dir if finished_in(run_dir) else None
+
+
+def kept_sweep(sweep: Path, records: Path) -> Path:
+    """Copy a finished search to ``records/<its name>`` (committed, so the summary can be rebuilt without the
+    sweep folder): its ``optimization_results.yaml`` and each finished trial's config, metrics and provenance.
+    Returns the copy; a search that has not finished is left alone and its folder returned."""
+    if not (sweep / "optimization_results.yaml").is_file() or sweep.resolve() == (records / sweep.name).resolve():
+        return sweep
+    kept = records / sweep.name
+    copy_record(sweep, kept, ("optimization_results.yaml",))
+    for trial in (p for p in sweep.iterdir() if p.name.isdigit() and finished_in(p)):
+        copy_record(trial, kept / trial.name, ("config.yaml", "metrics.json", "provenance.json"))
+    return kept
 
 
 def test_table(tests: Path, commits: List[str], metrics: List[str]) -> List[str]:
@@ -140,7 +152,13 @@ def main(argv: List[str] | None = None) -> int:
     p.add_argument("--command", default="bash experiments/tuning/offline_defaults.sh")
     p.add_argument("--reading", default=str(ROOT / "experiments" / "tuning" / "reading.md"))
     p.add_argument("--out", default=str(ROOT / "experiments" / "results" / "offline_tuning.md"))
+    p.add_argument("--keep", metavar="DIR", default=None,
+                   help="only copy each finished search named to DIR/<method>_<scenario> (kept_sweep), then stop")
     args = p.parse_args(argv)
+    if args.keep:
+        for name in args.searches:
+            print(kept_sweep(Path(args.sweeps) / name, Path(args.keep)))
+        return 0
 
     sweeps = Path(args.sweeps)
     out = [f"# {args.title}", "", args.intro, ""]
