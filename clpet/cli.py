@@ -13,7 +13,7 @@ from typing import List, Optional
 
 USAGE = """usage: clpet run [-m] [key=value ...]     run a continual-learning experiment (Hydra overrides;
                                           --cfg job: print the resolved config and stop)
-       clpet list                         scenarios, methods and backbones with one line each
+       clpet list                         scenarios, methods, backbones and presets, one line each
        clpet compare RUN_DIR... [--csv F] [--plot DIR] [--reference]   one table across runs (mean ± std
                                           over seeds); --reference: the paper's numbers beside them
        clpet plot RUN_DIR                 (re)draw a run's figures
@@ -220,7 +220,8 @@ def launch_multirun(overrides: List[str]) -> int:
 
 
 def cmd_list(_: List[str]) -> int:
-    """Scenarios (with their protocol), methods (with the protocols they support) and backbones, one line each."""
+    """Scenarios (with their protocol), methods (with the protocols they support), backbones and presets, one
+    line each."""
     from clpet.config import available
     from clpet.registry import BACKBONES, METHODS, SCENARIOS
 
@@ -236,6 +237,11 @@ def cmd_list(_: List[str]) -> int:
             elif group == "method":
                 protocols = f"[{', '.join(p.value for p in registry.get(entry).protocols)}] "
             print(f"  {name:<22} {protocols}{described.get(entry, '')}")
+    from clpet.presets import available_presets, describe_preset
+
+    print("presets (applied by default to their method and scenario; preset=none turns them off):")
+    for name in available_presets():
+        print(f"  {name:<29} {describe_preset(name)}")
     return 0
 
 

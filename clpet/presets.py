@@ -41,6 +41,24 @@ def available_presets() -> List[str]:
     return sorted(f"{p.parent.name}/{p.stem}" for p in folder.glob("*/*.yaml")) if folder.is_dir() else []
 
 
+def describe_preset(name: str) -> str:
+    """One line for ``clpet list``, from the preset's header comment: its first sentence (what it is, up to the
+    source it cites), marked as a paper setting (with the first reported A_last when it has one) or, where the
+    header says ``not a paper setting``, as a schedule chosen on validation data."""
+    header = " ".join(line.lstrip("#").strip() for line in _header_lines(name))
+    if "not a paper setting" in header:
+        return f"{header.split(', not a paper')[0]}; schedule chosen on validation data"
+    subject = header.split(" Source:")[0].rstrip(". ")
+    reported = load_preset(name).get("reported") or []
+    score = f", reported A_last {reported[0]['A_last']}" if reported and "A_last" in reported[0] else ""
+    return f"paper setting: {subject}{score}"
+
+
+def _header_lines(name: str) -> List[str]:
+    lines = preset_path(name).read_text().splitlines()
+    return lines[: next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))]
+
+
 def preset_path(name: str) -> Path:
     return preset_dir() / f"{name}.yaml"
 
@@ -62,9 +80,7 @@ def header_values(name: str) -> List[Tuple[str, Any, str]]:
     import yaml
 
     out = []
-    for line in preset_path(name).read_text().splitlines():
-        if not line.startswith("#"):
-            break
+    for line in _header_lines(name):
         match = HEADER_LINE.match(line)
         if match:
             out.append((match.group(1), yaml.safe_load(match.group(2)), match.group(3)))

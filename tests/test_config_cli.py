@@ -76,12 +76,23 @@ def test_console_script_fails_fast_on_unknown_method():
 
 def test_list_shows_every_registered_name(capsys):
     from clpet.config import available
+    from clpet.presets import available_presets
     from clpet.registry import BACKBONES
 
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     for name in available("scenario") + available("method") + BACKBONES.names():
         assert name in out
+    presets = out.split("presets (")[1]
+    assert "ilora/lm-offline" in presets and "lae/imagenet-r" in presets
+    for name in available_presets():
+        assert name in presets
+    lines = {x.split()[0]: x for x in presets.splitlines()[1:]}
+    assert "paper setting: LAE on ImageNet-R" in lines["lae/imagenet-r"] and "A_last 72.27" in lines["lae/imagenet-r"]
+    assert "paper setting: CPE-CLIP on CUB-200" in lines["cpe-clip/cub200-fscil"]
+    assert "I-LoRA on the offline" in lines["ilora/lm-offline"]
+    assert lines["ilora/lm-offline"].endswith("schedule chosen on validation data")
+    assert "paper setting" not in lines["lae/wordnet"]
 
 
 def test_every_scenario_method_pair_composes_or_is_refused_for_its_protocol():
