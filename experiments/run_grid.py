@@ -15,7 +15,7 @@ variant gets seed 0 before any gets seed 1), so a grid stopped part-way still ha
 The table (mean ± std over seeds of A_last, A_avg, forgetting, plasticity -- on task-incremental language streams
 average and whole accuracy, BWT, FWT, forgetting, plasticity and peak memory --, trainable parameters, wall time, plus
 FSCIL and LAE extras when present: FSCIL drop and novel accuracy, LAE's online/offline experts, ADAM's halves and
-feature shift), the machine it ran on and the commit(s) of the code that made the runs go to
+feature shift, dynamic ConPET's selector task-id accuracy, I-LoRA's fast-adapter accuracy), the machine it ran on and the commit(s) of the code that made the runs go to
 ``experiments/results/<grid>.md``.
 """
 from __future__ import annotations
@@ -155,8 +155,11 @@ def table(grid: dict, base: Path) -> str:
                 row.update(unlearning_row([m["unlearning"] for m in ms]))
             cols = {} if "unlearning" in ms[0] else \
                 TIL_COLUMNS if ms[0].get("protocol") == "task-incremental" else CIL_COLUMNS
+            def over(key: str, fmt: str = ".2f") -> str:
+                return mean_std([m.get(key) for m in ms], fmt=fmt)
+
             for key, title in cols.items():
-                row[title] = mean_std([m.get(key) for m in ms], fmt=".0f" if key == "peak_rss_mb" else ".2f")
+                row[title] = over(key, ".0f" if key == "peak_rss_mb" else ".2f")
             if any("fscil" in m for m in ms):
                 fs = [m["fscil"] for m in ms if "fscil" in m]
                 sessions = np.mean([f["session_acc"] for f in fs], axis=0)
@@ -165,14 +168,16 @@ def table(grid: dict, base: Path) -> str:
                 row["base (last)"] = mean_std([f["base_acc"][-1] for f in fs])
                 row["novel (last)"] = mean_std([f["novel_acc"][-1] for f in fs])
             if any("lae_online_acc" in m for m in ms):
-                row["online / offline"] = (f"{mean_std([m.get('lae_online_acc') for m in ms])} / "
-                                           f"{mean_std([m.get('lae_offline_acc') for m in ms])}")
+                row["online / offline"] = f"{over('lae_online_acc')} / {over('lae_offline_acc')}"
             if any("adam_adapted_acc" in m for m in ms):
-                row["pretrained / adapted only"] = (f"{mean_std([m.get('adam_pretrained_acc') for m in ms])} / "
-                                                    f"{mean_std([m.get('adam_adapted_acc') for m in ms])}")
-                row["feature shift"] = mean_std([m.get("adam_feature_shift") for m in ms], fmt=".1e")
+                row["pretrained / adapted only"] = f"{over('adam_pretrained_acc')} / {over('adam_adapted_acc')}"
+                row["feature shift"] = over("adam_feature_shift", ".1e")
+            if any("selector_acc" in m for m in ms):
+                row["selector acc"] = over("selector_acc")
+            if any("ilora_fast_acc" in m for m in ms):
+                row["fast adapter (whole acc)"] = over("ilora_fast_acc")
             row["trainable params"] = f"{int(np.median([m.get('trainable_params', 0) for m in ms])):,}"
-            row["wall time (s)"] = mean_std([m.get("wall_time_s") for m in ms])
+            row["wall time (s)"] = over("wall_time_s")
             rows.append(row)
             extra_cols += [k for k in row if k not in extra_cols]
         if not rows:

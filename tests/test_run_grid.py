@@ -44,3 +44,24 @@ def test_a_finished_run_leaves_a_record_that_outlives_its_folder(grid_module, tm
     assert grid_module.finished(run0) and grid_module.run_commits(run0) == {"abc1234"}
     table = grid_module.table(grid, base)
     assert "| simplecil | 1 | 40.00 |" in table
+
+
+def test_the_table_reports_the_selector_and_the_fast_adapter_where_runs_record_them(grid_module, tmp_path):
+    grid = {"scenarios": [{"name": "lm"}], "seeds": [0, 1],
+            "variants": [{"label": "conpet-dynamic", "overrides": []}, {"label": "ilora", "overrides": []}]}
+    base = tmp_path / "experiments" / "runs" / "g"
+    extra = {"conpet-dynamic": {"selector_acc": 40.0}, "ilora": {"ilora_fast_acc": 70.0}}
+    for var in grid["variants"]:
+        for seed in (0, 1):
+            run = grid_module.run_dir(base, grid["scenarios"][0], var, seed)
+            _finished_run(run, 30.0)
+            metrics = json.loads((run / "metrics.json").read_text())
+            metrics.update({k: v + 2 * seed for k, v in extra[var["label"]].items()})
+            (run / "metrics.json").write_text(json.dumps(metrics))
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in grid_module.table(grid, base).splitlines()}
+    header = [c.strip() for c in rows["variant"].strip("|").split("|")]
+    dynamic = [c.strip() for c in rows["conpet-dynamic"].strip("|").split("|")]
+    ilora = [c.strip() for c in rows["ilora"].strip("|").split("|")]
+    assert dynamic[header.index("selector acc")] == "41.00 ± 1.41"
+    assert ilora[header.index("fast adapter (whole acc)")] == "71.00 ± 1.41"
+    assert ilora[header.index("selector acc")] == "" and dynamic[header.index("fast adapter (whole acc)")] == ""
